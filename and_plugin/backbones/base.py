@@ -1,0 +1,91 @@
+"""The backbone contract: named stages ending in Linear → d and L2 normalisation."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterable
+
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Backbone(nn.Module):
+    """A feature extractor made of named stages applied in order.
+
+    The last stage must be named ``"fc"`` and produce the ``embedding_dim`` features; ``forward``
+    L2-normalises them. Every stage's output can be read by name (``conv1`` ... ``conv5``,
+    ``fc`` for AlexNet/ResNets), which is what the linear probes of Tables 1–2 use.
+
+    Args:
+        stages: Ordered ``name → module``; applied one after the other. The last is ``"fc"``.
+        embedding_dim: Output size of the ``fc`` stage (128 in the paper).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = Backbone({"conv1": nn.Flatten(), "fc": nn.Linear(12, 4)}, embedding_dim=4)
+        >>> net(torch.randn(2, 3, 2, 2)).norm(dim=1)
+        tensor([1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+    """
+
+    def __init__(self, stages: "OrderedDict[str, nn.Module] | dict[str, nn.Module]", embedding_dim: int) -> None:
+        super().__init__()
+        stages = OrderedDict(stages)
+        if not stages or next(reversed(stages)) != "fc":
+            raise ValueError(f"stages: the last stage must be named 'fc', got {list(stages)}")
+        self.stages = nn.ModuleDict(stages)
+        self.embedding_dim = int(embedding_dim)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """Names of the stages whose outputs can be read, in order."""
+        return tuple(self.stages.keys())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Computes L2-normalised embeddings.
+
+        Args:
+            x: Images, shape (B, C, H, W).
+
+        Returns:
+            Unit vectors, shape (B, embedding_dim).
+        """
+        for stage in self.stages.values():
+            x = stage(x)
+        return F.normalize(x, dim=1)
+
+    def forward_layers(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+        """Returns the raw outputs of the named stages (``fc`` is returned unnormalised).
+
+        Stops after the last requested stage, so probing ``conv1`` costs one stage.
+
+        Args:
+            x: Images, shape (B, C, H, W).
+            layers: Stage names, any subset of ``layer_names``.
+
+        Returns:
+            ``name → tensor``; conv stages give (B, C', H', W'), ``fc`` gives (B, embedding_dim).
+        """
+        wanted = list(layers)
+        unknown = [name for name in wanted if name not in self.stages]
+        if unknown:
+            raise ValueError(f"layers: unknown layer(s) {unknown}; this backbone has {list(self.layer_names)}")
+        remaining = set(wanted)
+        out: dict[str, Tensor] = {}
+        for name, stage in self.stages.items():
+            if not remaining:
+                break
+            x = stage(x)
+            if name in remaining:
+                out[name] = x
+                remaining.discard(name)
+        return out
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters of ``module``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+__all__ = ["Backbone", "count_parameters"]

@@ -1,0 +1,101 @@
+"""A tiny name → builder registry, used for backbones, datasets, losses, miners and curricula.
+
+Modelled on MMEngine's ``Registry`` but much smaller: register by decorator, build by name,
+list the names, and fail with a message that lists the known names.
+
+Example:
+    >>> from and_plugin.registry import Registry
+    >>> HEADS = Registry("head")
+    >>> @HEADS.register("double")
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    >>> HEADS.build("double", x=3)
+    6
+    >>> "double" in HEADS
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, TypeVar
+
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+class Registry:
+    """Maps names to classes or factory functions.
+
+    Args:
+        kind: What the registry holds ("backbone", "dataset", ...); used in error messages.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str | None = None, *, force: bool = False) -> Callable[[T], T]:
+        """Decorator that registers a class or function under ``name``.
+
+        Args:
+            name: The registered name; defaults to the object's ``__name__``.
+            force: Replace an existing entry of the same name instead of raising.
+
+        Returns:
+            The decorator, which returns the object unchanged.
+
+        Raises:
+            ValueError: If ``name`` is already registered and ``force`` is False.
+        """
+
+        def decorator(obj: T) -> T:
+            key = name if name is not None else obj.__name__
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"{self.kind} name must be a non-empty string, got {key!r}")
+            if key in self._entries and not force:
+                raise ValueError(
+                    f"{self.kind} {key!r} is already registered (to {self._entries[key]!r}); "
+                    "pass force=True to replace it"
+                )
+            self._entries[key] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Returns the object registered under ``name``.
+
+        Raises:
+            KeyError: Naming the unknown name and listing every known one.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "(none)"
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+
+    def build(self, name: str, /, **kwargs: Any) -> Any:
+        """Calls the object registered under ``name`` with ``kwargs``."""
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, names={self.names()})"
+
+
+BACKBONES = Registry("backbone")
+DATASETS = Registry("dataset")
+LOSSES = Registry("loss")
+MINERS = Registry("miner")
+CURRICULA = Registry("curriculum")
