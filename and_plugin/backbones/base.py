@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from typing import Iterable
-
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,9 +31,13 @@ class Backbone(nn.Module):
 
     def __init__(self, stages: "OrderedDict[str, nn.Module] | dict[str, nn.Module]", embedding_dim: int) -> None:
         super().__init__()
+        check_positive_int("embedding_dim", embedding_dim)
         stages = OrderedDict(stages)
         if not stages or next(reversed(stages)) != "fc":
             raise ValueError(f"stages: the last stage must be named 'fc', got {list(stages)}")
+        not_modules = [name for name, stage in stages.items() if not isinstance(stage, nn.Module)]
+        if not_modules:
+            raise TypeError(f"stages: every stage must be an nn.Module; not modules: {not_modules}")
         self.stages = nn.ModuleDict(stages)
         self.embedding_dim = int(embedding_dim)
 
@@ -83,9 +87,35 @@ class Backbone(nn.Module):
         return out
 
 
+def check_positive_int(name: str, value: object) -> int:
+    """Validates an integer argument that must be at least 1.
+
+    Args:
+        name: The parameter's name, used in the error message.
+        value: The value passed by the user.
+
+    Returns:
+        ``value`` as an ``int``.
+
+    Raises:
+        ValueError: Naming the parameter, the value and what is allowed.
+
+    Example:
+        >>> check_positive_int("embedding_dim", 128)
+        128
+    """
+    try:
+        as_int = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        as_int = None
+    if as_int is None or as_int < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return as_int
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-__all__ = ["Backbone", "count_parameters"]
+__all__ = ["Backbone", "check_positive_int", "count_parameters"]
