@@ -1,0 +1,50 @@
+"""and_plugin: Anchor Neighbourhood Discovery (ICML 2019) as plug-in components.
+
+The four AND components, each usable alone:
+
+- :class:`MemoryBank` — N x d unit vectors, EMA write by sample index (Eq 8).
+- :class:`NeighbourhoodLoss` — the non-parametric softmax loss over the bank (Eq 2, 3, 7).
+- :class:`EntropyCurriculum` — neighbourhood discovery and anchor selection (Eq 1, 5, 6).
+- :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
+
+plus the :class:`Trainer` that runs Algorithm 1, the registries and the evaluators.
+"""
+
+from .config import Config, ConfigError, load_config
+from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from .evaluation import extract_features, knn_accuracy
+from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
+from .memory_bank import MemoryBank
+from .miner import ANDMiner
+from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
+from .sampling import GlobalBatchSampler
+from .trainer import FitResult, Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANDMiner",
+    "BACKBONES",
+    "CURRICULA",
+    "Config",
+    "ConfigError",
+    "DATASETS",
+    "EntropyCurriculum",
+    "FitResult",
+    "GlobalBatchSampler",
+    "LOSSES",
+    "MINERS",
+    "MemoryBank",
+    "NeighbourhoodLoss",
+    "Registry",
+    "RoundState",
+    "Trainer",
+    "bank_logsumexp",
+    "entropy_and_neighbours",
+    "extract_features",
+    "knn_accuracy",
+    "load_config",
+    "neighbourhood_consistency",
+    "neighbourhood_loss",
+    "select_anchors",
+]

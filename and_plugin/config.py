@@ -1,0 +1,397 @@
+"""Run configuration: YAML mapped to typed dataclasses, validated on load, overridable by CLI.
+
+Example:
+    >>> from and_plugin.config import load_config
+    >>> cfg = load_config(None, overrides=["method.neighbours=2", "optim.epochs_per_round=3"])
+    >>> cfg.method.neighbours, cfg.optim.epochs_per_round
+    (2, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key has a wrong name, type or value; the message names key, value and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """Backbone.
+
+    Attributes:
+        backbone: Registered backbone name (see ``and_plugin.backbones``), or "torchvision:<name>".
+        embedding_dim: d, the feature size (128 in the paper).
+        kwargs: Extra keyword arguments for the backbone factory (e.g. in_channels).
+    """
+
+    backbone: str = "small_cnn"
+    embedding_dim: int = 128
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _require(self.embedding_dim >= 1, "model.embedding_dim", self.embedding_dim, "an integer >= 1")
+
+
+@dataclass
+class DataConfig:
+    """Data set and loading.
+
+    Attributes:
+        dataset: Registered dataset name (see ``and_plugin.data``).
+        root: Data directory; None uses the dataset's default.
+        download: Let torchvision download the data where supported.
+        transform: Augmentation preset; None = the dataset's default preset.
+        subset: Use only this many training images (smoke runs, CPU demos).
+        test_subset: Use only this many test images.
+        batch_size: Global batch size (128 in the paper, 256 for ImageNet).
+        num_workers: DataLoader worker processes per rank.
+        gpu_resident: Keep the whole uint8 data set on the GPU and augment there in batches
+            (fast path for CIFAR/SVHN/Fashion-MNIST-sized data).
+    """
+
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    transform: str | None = None
+    subset: int | None = None
+    test_subset: int | None = None
+    batch_size: int = 128
+    num_workers: int = 0
+    gpu_resident: bool = False
+
+    def validate(self) -> None:
+        _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        for key in ("subset", "test_subset"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"data.{key}", value, "null or an integer >= 1")
+
+
+@dataclass
+class MethodConfig:
+    """AND itself.
+
+    Attributes:
+        temperature: τ of the non-parametric softmax (0.1 CIFAR/SVHN, 0.07 ImageNet).
+        memory_momentum: η of the memory update, Eq 8 (0.5).
+        neighbours: k, neighbours per anchor (1).
+        rounds: R, neighbourhood rounds after round 0 (4).
+        selection: "curriculum" (S = r/R) or "one_off" (all anchors at once; Table 6).
+        round0: "instance" trains round 0 with the instance loss; "random" skips it and discovers
+            neighbourhoods from the randomly initialised network (Table 5).
+        instance_only: Train round 0 only (the NPID / "Instance" baseline).
+        loss_chunk_size: Stream the bank in chunks of this many rows in the loss (null = at once).
+        bank_dtype: "float32", "bfloat16" or "float16" storage for the memory bank.
+    """
+
+    temperature: float = 0.1
+    memory_momentum: float = 0.5
+    neighbours: int = 1
+    rounds: int = 4
+    selection: str = "curriculum"
+    round0: str = "instance"
+    instance_only: bool = False
+    loss_chunk_size: int | None = None
+    bank_dtype: str = "float32"
+
+    def validate(self) -> None:
+        _require(self.temperature > 0, "method.temperature", self.temperature, "a number > 0")
+        _require(0 <= self.memory_momentum <= 1, "method.memory_momentum", self.memory_momentum, "a number in [0, 1]")
+        _require(self.neighbours >= 1, "method.neighbours", self.neighbours, "an integer >= 1 (and < N)")
+        _require(self.rounds >= 1, "method.rounds", self.rounds, "an integer >= 1")
+        _require_choice("method.selection", self.selection, ("curriculum", "one_off"))
+        _require_choice("method.round0", self.round0, ("instance", "random"))
+        _require(
+            self.loss_chunk_size is None or self.loss_chunk_size >= 1,
+            "method.loss_chunk_size", self.loss_chunk_size, "null or an integer >= 1",
+        )
+        _require_choice("method.bank_dtype", self.bank_dtype, ("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and the per-round learning-rate schedule (restarted every round).
+
+    Attributes:
+        lr: Base learning rate (0.03).
+        lr_reference_batch: If set, lr is scaled by batch_size / lr_reference_batch (linear rule).
+        momentum: SGD momentum (0.9).
+        nesterov: Nesterov momentum (True).
+        weight_decay: 5e-4.
+        epochs_per_round: Epochs of every round (200 in the paper).
+        round0_epochs: Epochs of round 0; null = epochs_per_round.
+        lr_milestones: Fractions of a round's epochs at which lr is multiplied by lr_gamma
+            (0.4, 0.6, 0.8 = epochs 80, 120, 160 of 200).
+        lr_gamma: 0.1.
+    """
+
+    lr: float = 0.03
+    lr_reference_batch: int | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    epochs_per_round: int = 200
+    round0_epochs: int | None = None
+    lr_milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
+    lr_gamma: float = 0.1
+
+    def validate(self) -> None:
+        _require(self.lr > 0, "optim.lr", self.lr, "a number > 0")
+        _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
+        _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        _require(self.epochs_per_round >= 1, "optim.epochs_per_round", self.epochs_per_round, "an integer >= 1")
+        _require(
+            self.round0_epochs is None or self.round0_epochs >= 0,
+            "optim.round0_epochs", self.round0_epochs, "null or an integer >= 0",
+        )
+        _require(
+            self.lr_reference_batch is None or self.lr_reference_batch >= 1,
+            "optim.lr_reference_batch", self.lr_reference_batch, "null or an integer >= 1",
+        )
+        _require(
+            all(0 < m < 1 for m in self.lr_milestones) and list(self.lr_milestones) == sorted(self.lr_milestones),
+            "optim.lr_milestones", self.lr_milestones, "increasing fractions in (0, 1)",
+        )
+        _require(0 < self.lr_gamma <= 1, "optim.lr_gamma", self.lr_gamma, "a number in (0, 1]")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation.
+
+    Attributes:
+        knn_k: Neighbours of the weighted kNN (200).
+        knn_temperature: σ of the kNN vote weights (0.1 as the reference CIFAR code; the paper says 0.07).
+        every_epochs: Also run kNN every this many epochs (0 = only at the end of each round).
+        bank_knn: Also report kNN with the memory bank as training features (what the reference prints).
+        linear_probe: Train linear classifiers on frozen features at the end of the run.
+        probe_layers: Backbone layers the linear probes read (e.g. conv1..conv5, fc).
+        probe_epochs: Epochs of each linear probe.
+        probe_lr: Learning rate of the linear probes.
+    """
+
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    every_epochs: int = 0
+    bank_knn: bool = True
+    linear_probe: bool = False
+    probe_layers: list[str] = field(default_factory=lambda: ["fc"])
+    probe_epochs: int = 10
+    probe_lr: float = 0.1
+
+    def validate(self) -> None:
+        _require(self.knn_k >= 1, "eval.knn_k", self.knn_k, "an integer >= 1")
+        _require(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "a number > 0")
+        _require(self.every_epochs >= 0, "eval.every_epochs", self.every_epochs, "an integer >= 0")
+        _require(self.probe_epochs >= 1, "eval.probe_epochs", self.probe_epochs, "an integer >= 1")
+        _require(self.probe_lr > 0, "eval.probe_lr", self.probe_lr, "a number > 0")
+
+
+@dataclass
+class RunConfig:
+    """Where and how the run executes.
+
+    Attributes:
+        output_dir: Checkpoints, metrics.jsonl, plots and the resolved config go here.
+        seed: Seed of initialisation, shuffling and augmentation.
+        device: "auto" (cuda if available), "cpu" or "cuda[:i]".
+        precision: "fp32" (paper-faithful) or "bf16" (autocast; fast path).
+        channels_last: Use the channels-last memory format (fast path on GPUs).
+        compile: torch.compile the backbone (fast path).
+        deterministic: torch.use_deterministic_algorithms (CPU tests, exact resume checks).
+        threads: torch CPU threads; null leaves torch's default.
+        checkpoint_every: Write a checkpoint every this many epochs (and always at round ends).
+        progress: Show rich progress bars.
+        resume: Continue from output_dir/checkpoint.pt if it exists.
+    """
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+    threads: int | None = None
+    checkpoint_every: int = 1
+    progress: bool = True
+    resume: bool = False
+
+    def validate(self) -> None:
+        _require_choice("run.precision", self.precision, ("fp32", "bf16"))
+        _require(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            "run.device", self.device, "'auto', 'cpu' or 'cuda[:i]'",
+        )
+        _require(self.checkpoint_every >= 1, "run.checkpoint_every", self.checkpoint_every, "an integer >= 1")
+        _require(self.threads is None or self.threads >= 1, "run.threads", self.threads, "null or an integer >= 1")
+
+
+@dataclass
+class Config:
+    """A whole run: ``name`` plus one section per concern."""
+
+    name: str = "and"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> "Config":
+        """Checks every value; returns self. Raises :class:`ConfigError`."""
+        for section in (self.model, self.data, self.method, self.optim, self.eval, self.run):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: got {value!r}, expected {allowed}")
+
+
+def _require_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, key, value, f"one of {list(allowed)}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Checks ``value`` against the annotation ``tp`` (int, float, bool, str, None, list, dict, unions)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value)]
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: got {data!r}, expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"{key}: unknown key; allowed keys{' in ' + prefix[:-1] if prefix else ''}: {names}")
+    values = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", value, tp)
+    return cls(**values)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Builds and validates a :class:`Config` from a (possibly partial) nested mapping."""
+    return _build(Config, data, "").validate()
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merges ``update`` into a copy of ``base``."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turns ``"a.b=value"`` into ``{"a": {"b": value}}``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=0.1")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r}: empty key")
+    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(
+    source: "str | os.PathLike[str] | dict[str, Any] | None" = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Loads a YAML file (or mapping), applies ``key=value`` overrides, validates.
+
+    Args:
+        source: A YAML path, a mapping, or None for the defaults.
+        overrides: ``["optim.lr=0.1", "method.neighbours=5", ...]``.
+        base: A mapping applied before ``source`` (recipes' defaults).
+
+    Returns:
+        The validated :class:`Config`.
+
+    Raises:
+        ConfigError: Naming the offending key, its value and what is allowed.
+    """
+    data: dict[str, Any] = dict(base or {})
+    if isinstance(source, dict):
+        data = merge(data, source)
+    elif source is not None:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = merge(data, loaded)
+    for text in overrides or []:
+        data = merge(data, parse_override(text))
+    return config_from_dict(data)
+
+
+def save_config(config: Config, path: "str | os.PathLike[str]") -> None:
+    """Writes the resolved config as YAML (next to every run)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,433 @@
+"""Algorithm 1 of the paper: round 0 instance learning, then R rounds of neighbourhood discovery.
+
+Every round restarts the learning-rate schedule; weights, memory bank and optimizer state carry
+over. A checkpoint is written atomically after every epoch and ``run.resume`` continues exactly
+where it stopped (per-epoch seeding makes the shuffling and augmentation of every epoch a
+function of (seed, round, epoch) alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, save_config
+from .curriculum import EntropyCurriculum, RoundState
+from .distributed import broadcast_object, get_rank, get_world_size, is_distributed, is_main_process
+from .evaluation.knn import extract_features, knn_accuracy
+from .loss import NeighbourhoodLoss
+from .memory_bank import MemoryBank
+from .progress import progress_bar
+from .sampling import GlobalBatchSampler
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+class Callback(Protocol):
+    """Hooks called on rank 0; every method is optional."""
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+
+    def on_round_end(self, trainer: "Trainer", record: dict[str, Any]) -> None: ...
+
+    def on_fit_end(self, trainer: "Trainer", result: "FitResult") -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What a finished run reports.
+
+    Attributes:
+        rounds: One record per round: round, kNN top-1 (recomputed and bank), anchors, consistency.
+        output_dir: Where checkpoints, metrics and plots are.
+    """
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    output_dir: str = ""
+
+    @property
+    def final_knn(self) -> float | None:
+        return self.rounds[-1].get("knn") if self.rounds else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → cuda if available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device: got {name!r}, but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds python, torch (CPU and CUDA) and, if present, numpy."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover - numpy ships with torch's wheels
+        pass
+
+
+def learning_rate(config: Config, epoch: int, epochs_in_round: int) -> float:
+    """The lr of ``epoch`` (0-based) within a round of ``epochs_in_round`` epochs.
+
+    The base lr (optionally scaled by batch / lr_reference_batch) is multiplied by lr_gamma at
+    each milestone ``floor(m * epochs_in_round)``; the schedule restarts every round.
+    """
+    optim = config.optim
+    lr = optim.lr
+    if optim.lr_reference_batch:
+        lr *= config.data.batch_size / optim.lr_reference_batch
+    passed = sum(epoch >= math.floor(m * epochs_in_round) for m in optim.lr_milestones)
+    return lr * optim.lr_gamma**passed
+
+
+def round_plan(config: Config) -> list[tuple[int, int]]:
+    """``[(round, epochs), ...]`` of a run: round 0 (unless skipped) then rounds 1..R."""
+    method, optim = config.method, config.optim
+    round0 = optim.epochs_per_round if optim.round0_epochs is None else optim.round0_epochs
+    if method.instance_only:
+        return [(0, round0)]
+    plan = [] if method.round0 == "random" else [(0, round0)]
+    return plan + [(r, optim.epochs_per_round) for r in range(1, method.rounds + 1)]
+
+
+class Trainer:
+    """Runs AND (or the instance baseline) from a :class:`Config`.
+
+    Args:
+        config: The validated run configuration.
+        model: A backbone returning L2-normalised features (B, d).
+        train_set: Training data with the training augmentation; items (image, target, index).
+        eval_train_set: The same images with the test transform (for recomputed kNN features).
+        test_set: Test data with the test transform.
+        callbacks: Objects with optional on_epoch_end / on_round_end / on_fit_end methods.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model: nn.Module,
+        train_set: Dataset,
+        eval_train_set: Dataset | None = None,
+        test_set: Dataset | None = None,
+        callbacks: list[Any] | None = None,
+    ) -> None:
+        self.config = config.validate()
+        self.device = resolve_device(config.run.device)
+        self.output_dir = Path(config.run.output_dir)
+        self.callbacks = list(callbacks or [])
+        self.train_set = train_set
+        self.eval_train_set = eval_train_set
+        self.test_set = test_set
+        self.num_samples = len(train_set)  # type: ignore[arg-type]
+        self.labels = _targets_of(train_set)
+        method = config.method
+        if method.neighbours >= self.num_samples:
+            raise ValueError(
+                f"method.neighbours: got {method.neighbours}, expected < the number of training images N = {self.num_samples}"
+            )
+        world = get_world_size()
+        if config.data.batch_size % world:
+            raise ValueError(f"data.batch_size: got {config.data.batch_size}, expected a multiple of the world size {world}")
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
+        if config.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_everything(config.run.seed)
+
+        self.model = model.to(self.device)
+        if config.run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.bank = MemoryBank(
+            self.num_samples,
+            _embedding_dim(model, config),
+            method.memory_momentum,
+            dtype=getattr(torch, method.bank_dtype),
+            seed=config.run.seed,
+        ).to(self.device)
+        self.criterion = NeighbourhoodLoss(method.temperature, method.loss_chunk_size)
+        self.curriculum = EntropyCurriculum(method.rounds, method.neighbours, method.temperature, method.selection)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=config.optim.lr,
+            momentum=config.optim.momentum,
+            nesterov=config.optim.nesterov and config.optim.momentum > 0,
+            weight_decay=config.optim.weight_decay,
+        )
+        self.train_model: nn.Module = self.model
+        if is_distributed():
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if config.run.compile:
+            self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
+        self.sampler = GlobalBatchSampler(
+            self.num_samples, config.data.batch_size, get_rank(), world, shuffle=True, seed=config.run.seed
+        )
+        self.plan = round_plan(config)
+        self.position = (0, 0)  # (index into plan, epoch within that round) of the next epoch to run
+        self.history: list[dict[str, Any]] = []
+        self.round_records: list[dict[str, Any]] = []
+        self._bank_initialised = False
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: weights, optimizer, bank, curriculum, position, RNG."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "memory_bank": self.bank.state_dict(),
+            "curriculum": self.curriculum.state_dict(),
+            "position": self.position,
+            "plan": self.plan,
+            "history": self.history,
+            "round_records": self.round_records,
+            "bank_initialised": self._bank_initialised,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "python": random.getstate(),
+            },
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if [tuple(p) for p in state["plan"]] != [tuple(p) for p in self.plan]:
+            raise ValueError(
+                f"checkpoint: its round plan {state['plan']} differs from this config's {self.plan}; "
+                "resume with the config the run was started with"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.bank.load_state_dict(state["memory_bank"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        if self.curriculum.state is not None:
+            self.curriculum.state = self.curriculum.state.to(self.device)
+        self.position = tuple(state["position"])  # type: ignore[assignment]
+        self.history = list(state["history"])
+        self.round_records = list(state["round_records"])
+        self._bank_initialised = bool(state["bank_initialised"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        random.setstate(state["rng"]["python"])
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output_dir / CHECKPOINT_NAME
+
+    def save(self) -> None:
+        """Writes the checkpoint (rank 0 only; every rank holds the same state)."""
+        if is_main_process():
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
+
+    def maybe_resume(self) -> bool:
+        """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
+        if not (self.config.run.resume and self.checkpoint_path.exists()):
+            return False
+        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        return True
+
+    # --------------------------------------------------------------- training
+
+    def fit(self, stop_after_epochs: int | None = None) -> FitResult:
+        """Runs the remaining rounds. ``stop_after_epochs`` ends early (tests of resume)."""
+        resumed = self.maybe_resume()
+        if is_main_process():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.output_dir / "config.yaml")
+            if not resumed:
+                (self.output_dir / METRICS_NAME).unlink(missing_ok=True)
+        epochs_run = 0
+        plan_index, epoch = self.position
+        while plan_index < len(self.plan):
+            round_index, epochs_in_round = self.plan[plan_index]
+            if epoch == 0:
+                self._start_round(round_index)
+            while epoch < epochs_in_round:
+                record = self.train_epoch(round_index, epoch, epochs_in_round)
+                epoch += 1
+                finished_round = epoch == epochs_in_round
+                self.position = (plan_index + 1, 0) if finished_round else (plan_index, epoch)
+                if finished_round:
+                    record.update(self._end_of_round_eval(round_index))
+                elif self.config.eval.every_epochs and epoch % self.config.eval.every_epochs == 0:
+                    record.update(self.evaluate())
+                self._log(record)
+                if finished_round or epoch % self.config.run.checkpoint_every == 0:
+                    self.save()
+                epochs_run += 1
+                if stop_after_epochs is not None and epochs_run >= stop_after_epochs:
+                    return FitResult(list(self.round_records), str(self.output_dir))
+            plan_index, epoch = self.position
+        result = FitResult(list(self.round_records), str(self.output_dir))
+        if is_main_process():
+            for callback in self.callbacks:
+                if hasattr(callback, "on_fit_end"):
+                    callback.on_fit_end(self, result)
+        return result
+
+    def _start_round(self, round_index: int) -> None:
+        if round_index == 0:
+            self.curriculum.state = None
+            self._bank_initialised = True
+            return
+        if not self._bank_initialised:
+            # round0 = "random": the bank is filled by the untrained network before discovery.
+            self.bank.fill(self._features_of(self.eval_train_set or self.train_set))
+            self._bank_initialised = True
+        state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
+        if is_distributed():
+            state = broadcast_object(state.to("cpu"))  # type: ignore[assignment]
+            self.curriculum.state = state.to(self.device)  # type: ignore[union-attr]
+
+    def train_epoch(self, round_index: int, epoch: int, epochs_in_round: int) -> dict[str, Any]:
+        """One epoch of Eq 7 + Eq 8 over the training set. Returns the epoch's metrics."""
+        config = self.config
+        global_epoch = round_index * 100_000 + epoch
+        seed_everything(config.run.seed * 1_000_003 + global_epoch)
+        self.sampler.set_epoch(global_epoch)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=config.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        lr = learning_rate(config, epoch, epochs_in_round)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        state = self.curriculum.state if round_index > 0 else None
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if config.run.precision == "bf16" else nullcontext()
+        )
+        self.train_model.train()
+        total_loss, seen, started = 0.0, 0, time.perf_counter()
+        description = f"round {round_index} epoch {epoch + 1}/{epochs_in_round}"
+        with progress_bar(len(self.sampler), description, enabled=config.run.progress and is_main_process()) as advance:
+            for images, _targets, indices in loader:
+                images = images.to(self.device, non_blocking=True)
+                if config.run.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                indices = indices.to(self.device)
+                with autocast:
+                    features = self.train_model(images)
+                loss = self.criterion(features.float(), indices, self.bank, state)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.bank.update(indices, features)
+                total_loss += float(loss) * len(indices)
+                seen += len(indices)
+                advance(len(indices) * get_world_size())
+        elapsed = time.perf_counter() - started
+        return {
+            "kind": "epoch",
+            "round": round_index,
+            "epoch": epoch,
+            "lr": lr,
+            "loss": total_loss / max(1, seen),
+            "images_per_s": seen * get_world_size() / max(elapsed, 1e-9),
+            "seconds": elapsed,
+        }
+
+    # ------------------------------------------------------------- evaluation
+
+    def _features_of(self, dataset: Dataset) -> Tensor:
+        loader = self._eval_loader(dataset)
+        features, _ = extract_features(self.model, loader, self.device)
+        return features.to(self.device)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=max(256, self.config.data.batch_size), shuffle=False,
+                          num_workers=self.config.data.num_workers)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Weighted kNN top-1 on the test set, with recomputed training features and with the bank.
+
+        The recomputed number is the honest one (training images through the test transform);
+        the bank number is what the reference code prints. Never used to select checkpoints.
+        """
+        if self.test_set is None:
+            return {}
+        ev = self.config.eval
+        test_features, test_labels = extract_features(self.model, self._eval_loader(self.test_set), self.device)
+        num_classes = _num_classes(self.test_set, test_labels, self.labels)
+        out: dict[str, Any] = {}
+        if self.eval_train_set is not None:
+            train_features, train_labels = extract_features(self.model, self._eval_loader(self.eval_train_set), self.device)
+            out["knn"] = knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes,
+                                      ev.knn_k, ev.knn_temperature)
+        if ev.bank_knn and self.labels is not None:
+            out["knn_bank"] = knn_accuracy(self.bank.bank.float().cpu(), self.labels.cpu(), test_features, test_labels,
+                                           num_classes, ev.knn_k, ev.knn_temperature)
+        return out
+
+    def _end_of_round_eval(self, round_index: int) -> dict[str, Any]:
+        record: dict[str, Any] = {}
+        if is_main_process():
+            record.update(self.evaluate())
+        state: RoundState | None = self.curriculum.state if round_index > 0 else None
+        summary = {"kind": "round", "round": round_index, **record}
+        if state is not None:
+            summary["anchors"] = state.num_anchors
+            summary["anchor_fraction"] = state.num_anchors / state.num_samples
+            if state.consistency is not None:
+                summary["consistency"] = state.consistency["ratio"]
+                summary["consistent"] = state.consistency["consistent"]
+                summary["inconsistent"] = state.consistency["inconsistent"]
+        self.round_records.append(summary)
+        if is_main_process():
+            for callback in self.callbacks:
+                if hasattr(callback, "on_round_end"):
+                    callback.on_round_end(self, summary)
+        if is_distributed():
+            dist.barrier()
+        return record
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if not is_main_process():
+            return
+        with open(self.output_dir / METRICS_NAME, "a") as file:
+            file.write(json.dumps(record) + "\n")
+        for callback in self.callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(self, record)
+
+
+def _targets_of(dataset: Dataset) -> Tensor | None:
+    targets = getattr(dataset, "targets", None)
+    return None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+
+
+def _num_classes(dataset: Dataset, *labels: Tensor | None) -> int:
+    count = getattr(dataset, "num_classes", None)
+    if count:
+        return int(count)
+    return int(max(int(l.max()) for l in labels if l is not None)) + 1
+
+
+def _embedding_dim(model: nn.Module, config: Config) -> int:
+    return int(getattr(model, "embedding_dim", config.model.embedding_dim))
+
+
+__all__ = ["Callback", "FitResult", "Trainer", "learning_rate", "resolve_device", "round_plan", "seed_everything"]

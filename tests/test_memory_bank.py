@@ -1,0 +1,103 @@
+"""Memory bank: Eq 8 by hand, duplicates, persistence, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from and_plugin import MemoryBank
+
+
+def test_initial_rows_are_unit_vectors():
+    bank = MemoryBank(100, 16, seed=3)
+    assert torch.allclose(bank.bank.norm(dim=1), torch.ones(100), atol=1e-6)
+
+
+def test_update_applies_eq8_by_hand():
+    bank = MemoryBank(4, 2, memory_momentum=0.5, dtype=torch.float64)
+    bank.bank.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0]], dtype=torch.float64))
+    x = torch.tensor([[0.0, 1.0], [0.6, 0.8]], dtype=torch.float64)
+    bank.update(torch.tensor([0, 3]), x)
+    # row 0: 0.5*(1,0) + 0.5*(0,1) = (0.5, 0.5) -> (1/sqrt2, 1/sqrt2)
+    assert bank.bank[0].tolist() == pytest.approx([2**-0.5, 2**-0.5])
+    # row 3: 0.5*(0,-1) + 0.5*(0.6,0.8) = (0.3, -0.1) -> /sqrt(0.1)
+    norm = (0.3**2 + 0.1**2) ** 0.5
+    assert bank.bank[3].tolist() == pytest.approx([0.3 / norm, -0.1 / norm])
+    assert bank.bank[1].tolist() == [0.0, 1.0] and bank.bank[2].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0, 0.3])
+def test_momentum_extremes(eta):
+    bank = MemoryBank(5, 3, memory_momentum=eta, dtype=torch.float64, seed=1)
+    before = bank.bank.clone()
+    x = F.normalize(torch.randn(1, 3, dtype=torch.float64), dim=1)
+    bank.update(torch.tensor([2]), x)
+    expected = F.normalize((1 - eta) * before[2] + eta * x[0], dim=0)
+    assert torch.allclose(bank.bank[2], expected)
+
+
+def test_repeated_indices_are_averaged_and_order_independent():
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(4, 3, dtype=torch.float64), dim=1)
+    a = MemoryBank(6, 3, dtype=torch.float64, seed=2)
+    b = MemoryBank(6, 3, dtype=torch.float64, seed=2)
+    start = a.bank.clone()
+    a.update(torch.tensor([1, 4, 1, 0]), x)
+    b.update(torch.tensor([0, 1, 1, 4]), x[[3, 2, 0, 1]])
+    assert torch.equal(a.bank, b.bank)
+    expected = F.normalize(0.5 * start[1] + 0.5 * (x[0] + x[2]) / 2, dim=0)
+    assert torch.allclose(a.bank[1], expected)
+
+
+def test_state_dict_round_trip_and_renormalisation():
+    bank = MemoryBank(8, 4, seed=5)
+    bank.update(torch.tensor([1]), torch.randn(1, 4))
+    state = bank.state_dict()
+    other = MemoryBank(8, 4, seed=99)
+    other.load_state_dict(state)
+    assert torch.equal(other.bank, bank.bank)
+    state["bank"] = state["bank"] * 3.0  # unnormalised rows are re-normalised on load
+    other.load_state_dict(state)
+    assert torch.allclose(other.bank.norm(dim=1), torch.ones(8), atol=1e-6)
+
+
+def test_corrupt_bank_is_refused():
+    bank = MemoryBank(3, 2)
+    state = {"bank": torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])}
+    with pytest.raises(ValueError, match="non-finite or all-zero rows"):
+        bank.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"bank must have shape \(3, 2\), got \(4, 2\)"):
+        bank.load_state_dict({"bank": torch.ones(4, 2)})
+
+
+def test_bfloat16_storage():
+    bank = MemoryBank(10, 8, dtype=torch.bfloat16)
+    bank.update(torch.tensor([0, 1]), torch.randn(2, 8))
+    assert bank.bank.dtype == torch.bfloat16
+    assert torch.allclose(bank.bank.float().norm(dim=1), torch.ones(10), atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 0, "dim": 4}, "size must be an integer >= 1, got 0"),
+        ({"size": 4, "dim": 0}, "dim must be an integer >= 1, got 0"),
+        ({"size": 4, "dim": 2, "memory_momentum": 1.5}, r"memory_momentum must be in \[0.0, 1.0\], got 1.5"),
+        ({"size": 4, "dim": 2, "memory_momentum": -0.1}, r"memory_momentum must be in \[0.0, 1.0\], got -0.1"),
+        ({"size": 4, "dim": 2, "dtype": torch.int64}, "dtype must be one of"),
+    ],
+)
+def test_bad_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MemoryBank(**kwargs)
+
+
+def test_bad_updates():
+    bank = MemoryBank(5, 3)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\), got 5"):
+        bank.update(torch.tensor([5]), torch.randn(1, 3))
+    with pytest.raises(ValueError, match=r"features must have shape \(2, 3\), got \(2, 4\)"):
+        bank.update(torch.tensor([0, 1]), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="indices must have an integer dtype"):
+        bank.update(torch.tensor([0.0]), torch.randn(1, 3))
+    with pytest.raises(ValueError, match="features must be finite"):
+        bank.update(torch.tensor([0]), torch.full((1, 3), float("nan")))
