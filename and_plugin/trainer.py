@@ -89,13 +89,14 @@ def learning_rate(config: Config, epoch: int, epochs_in_round: int) -> float:
     """The lr of ``epoch`` (0-based) within a round of ``epochs_in_round`` epochs.
 
     The base lr (optionally scaled by batch / lr_reference_batch) is multiplied by lr_gamma at
-    each milestone ``floor(m * epochs_in_round)``; the schedule restarts every round.
+    each milestone epoch ``max(1, floor(m * epochs_in_round))`` (80/120/160 of 200 by default);
+    the first epoch of a round always runs at the base lr. The schedule restarts every round.
     """
     optim = config.optim
     lr = optim.lr
     if optim.lr_reference_batch:
         lr *= config.data.batch_size / optim.lr_reference_batch
-    passed = sum(epoch >= math.floor(m * epochs_in_round) for m in optim.lr_milestones)
+    passed = sum(epoch >= max(1, math.floor(m * epochs_in_round)) for m in optim.lr_milestones)
     return lr * optim.lr_gamma**passed
 
 
@@ -335,7 +336,7 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.bank.update(indices, features)
-                total_loss += float(loss) * len(indices)
+                total_loss += float(loss.detach()) * len(indices)
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
         elapsed = time.perf_counter() - started

@@ -17,8 +17,9 @@ Example:
     >>> import torch
     >>> from and_plugin.backbones import build_backbone
     >>> net = build_backbone("small_cnn", in_channels=1).eval()
-    >>> net(torch.randn(2, 1, 28, 28)).norm(dim=1)
-    tensor([1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+    >>> z = net(torch.randn(2, 1, 28, 28))
+    >>> z.shape, torch.allclose(z.norm(dim=1), torch.ones(2))
+    (torch.Size([2, 128]), True)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..registry import BACKBONES
-from . import alexnet, generic, resnet, small_cnn  # noqa: F401  (imported to register)
+from . import alexnet, generic, resnet, small  # noqa: F401  (imported to register)
 from .alexnet import alexnet_cifar, alexnet_imagenet
 from .base import Backbone, check_positive_int, count_parameters
 from .generic import GlobalAvgPool, torchvision_backbone, torchvision_names, wrap_backbone
@@ -39,7 +40,7 @@ from .resnet import (
     resnet101_cifar,
     resnet_backbone,
 )
-from .small_cnn import small_cnn
+from .small import small_cnn
 
 #: Prefix of :func:`build_backbone` names that select a torchvision classification model.
 TORCHVISION_PREFIX = "torchvision:"

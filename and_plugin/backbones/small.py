@@ -14,7 +14,7 @@ at least 8x8 work (8x8 → 1x1 after conv3).
 
 Example:
     >>> import torch
-    >>> from and_plugin.backbones.small_cnn import small_cnn
+    >>> from and_plugin.backbones.small import small_cnn
     >>> net = small_cnn(in_channels=1).eval()
     >>> net(torch.randn(2, 1, 28, 28)).shape
     torch.Size([2, 128])

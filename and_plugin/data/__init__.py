@@ -37,17 +37,17 @@ from and_plugin.data.transforms import (
 )
 
 __all__ = [
-    "ArrayImageDataset",
-    "CIFAR100_CLASSES",
     "CIFAR10_CLASSES",
     "CIFAR10_NORMALIZE",
+    "CIFAR100_CLASSES",
     "DATASET_INFO",
-    "DatasetInfo",
     "FASHION_MNIST_CLASSES",
-    "FileImageDataset",
     "IMAGENET_NORMALIZE",
-    "IndexedDataset",
     "TRANSFORM_PRESETS",
+    "ArrayImageDataset",
+    "DatasetInfo",
+    "FileImageDataset",
+    "IndexedDataset",
     "TransformPreset",
     "available_presets",
     "build_dataset",

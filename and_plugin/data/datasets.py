@@ -39,8 +39,9 @@ import gzip
 import os
 import pickle
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,13 +51,13 @@ from and_plugin.data.base import IndexedDataset
 from and_plugin.registry import DATASETS
 
 __all__ = [
-    "ArrayImageDataset",
     "CIFAR10_CLASSES",
     "CIFAR100_CLASSES",
     "DATASET_INFO",
-    "DatasetInfo",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DEFAULT_ROOT",
+    "ArrayImageDataset",
+    "DatasetInfo",
     "FileImageDataset",
     "build_dataset",
     "dataset_info",
@@ -286,7 +287,9 @@ def _finish(
     return IndexedDataset(make_base(items, labels), labels, classes, transform)
 
 
-def _split(name: str, split: str, allowed: Sequence[str] = ("train", "test"), aliases: dict[str, str] | None = None) -> str:
+def _split(
+    name: str, split: str, allowed: Sequence[str] = ("train", "test"), aliases: dict[str, str] | None = None
+) -> str:
     """Validates ``split`` (after resolving ``aliases``)."""
     resolved = (aliases or {}).get(split, split)
     if resolved not in allowed:
@@ -419,10 +422,10 @@ def _load_pickle(fmt: _CifarFormat, path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             entry = pickle.load(f, encoding="latin1")
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a malformed file
+    except Exception as err:
         raise ValueError(f"{fmt.name}: {path} is not a CIFAR python-pickle batch ({err})") from err
     if not isinstance(entry, dict):
-        raise ValueError(f"{fmt.name}: {path} should unpickle to a dict, got {type(entry).__name__}")
+        raise ValueError(f"{fmt.name}: {path} should unpickle to a dict, got {type(entry).__name__}")  # noqa: TRY004
     return entry
 
 
@@ -482,7 +485,10 @@ def _cifar(
             f"or {os.path.join(root, split, '<class>', '*.jpg')} (JPEG folders)",
             None,
         )
-    batches = [_read_cifar_batch(fmt, os.path.join(folder, f)) for f in (fmt.train_files if split == "train" else fmt.test_files)]
+    batches = [
+        _read_cifar_batch(fmt, os.path.join(folder, f))
+        for f in (fmt.train_files if split == "train" else fmt.test_files)
+    ]
     images = np.concatenate([b[0] for b in batches])
     labels = [t for b in batches for t in b[1]]
     return _finish(fmt.name, images, labels, _cifar_classes(fmt, folder), ArrayImageDataset, transform, subset)
@@ -554,7 +560,7 @@ def _loadmat(name: str, path: str, variables: Sequence[str] | None = None) -> di
 
     try:
         return loadmat(path, variable_names=list(variables) if variables else None)
-    except Exception as err:  # noqa: BLE001 - scipy raises several types for a bad file
+    except Exception as err:
         raise ValueError(f"{name}: {path} is not a readable MATLAB .mat file ({err})") from err
 
 
@@ -593,7 +599,8 @@ def svhn(
         raise _not_found(name, f"{path} (torchvision format: X (32, 32, 3, N) uint8, y (N, 1))", None)
     mat = _loadmat(name, path, ("X", "y"))
     if "X" not in mat or "y" not in mat:
-        raise ValueError(f"{name}: {path} must hold the variables 'X' and 'y', found {sorted(k for k in mat if not k.startswith('__'))}")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise ValueError(f"{name}: {path} must hold the variables 'X' and 'y', found {found}")
     x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
     if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
         raise ValueError(f"{name}: {path}: 'X' should have shape (H, W, 3, N) with N = {len(y)} labels, got {x.shape}")
@@ -680,7 +687,9 @@ def image_folder(
         raise ValueError(f"{name}: root is required (a folder of <class>/<image> sub-folders); {_DATA_DIR_HINT}")
     root = _root(name, root)
     if not os.path.isdir(root):
-        raise _not_found(name, f"a folder {root} holding <class>/<image> or <split>/<class>/<image>", "it has no download")
+        raise _not_found(
+            name, f"a folder {root} holding <class>/<image> or <split>/<class>/<image>", "it has no download"
+        )
     directory = root
     for candidate in (split, "val" if split == "test" else None):
         if candidate and os.path.isdir(os.path.join(root, candidate)):
@@ -748,13 +757,19 @@ def cub200(
     folder = _cub_dir(root)
     manual = "download CUB_200_2011.tgz from the Caltech data site (torchvision cannot) and extract it there"
     if folder is None:
-        raise _not_found(name, f"{os.path.join(root, 'CUB_200_2011', 'images.txt')} (official CUB_200_2011 layout)", manual)
+        raise _not_found(
+            name, f"{os.path.join(root, 'CUB_200_2011', 'images.txt')} (official CUB_200_2011 layout)", manual
+        )
     missing = [f for f in _CUB_FILES if not os.path.isfile(os.path.join(folder, f))]
     if missing:
-        raise _not_found(name, f"{', '.join(os.path.join(folder, f) for f in missing)} (official CUB_200_2011 layout)", manual)
+        raise _not_found(
+            name, f"{', '.join(os.path.join(folder, f) for f in missing)} (official CUB_200_2011 layout)", manual
+        )
     images, is_train, labels, class_names = (_read_id_table(name, os.path.join(folder, f)) for f in _CUB_FILES)
     if not (images.keys() == is_train.keys() == labels.keys()):
-        raise ValueError(f"{name}: images.txt, train_test_split.txt and image_class_labels.txt list different image ids in {folder}")
+        raise ValueError(
+            f"{name}: images.txt, train_test_split.txt and image_class_labels.txt list different image ids in {folder}"
+        )
     classes = [class_names[i] for i in sorted(class_names)]
     if sorted(class_names) != list(range(1, len(classes) + 1)):
         raise ValueError(f"{name}: {os.path.join(folder, 'classes.txt')} should number the classes 1..{len(classes)}")
@@ -848,7 +863,9 @@ def stanford_dogs(
     paths = [os.path.join(images_dir, f) for f in files]
     absent = [p for p in paths if not os.path.isfile(p)]
     if absent:
-        raise FileNotFoundError(f"{name}: {len(absent)} image(s) listed in {split}_list.mat are missing, e.g. {absent[0]}")
+        raise FileNotFoundError(
+            f"{name}: {len(absent)} image(s) listed in {split}_list.mat are missing, e.g. {absent[0]}"
+        )
     return _finish(name, paths, targets, classes, FileImageDataset, transform, subset)
 
 

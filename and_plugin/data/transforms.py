@@ -56,8 +56,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torchvision.transforms import v2 as T
@@ -210,7 +211,7 @@ def _resize_center_test(resize_ratio: float) -> Callable[[int, Normalization], T
     """Evaluation pipeline factory: Resize(round(size * ratio)) → CenterCrop(size) → tensor → Normalize."""
 
     def build(size: int, normalize: Normalization) -> Transform:
-        resize = int(round(size * resize_ratio))
+        resize = round(size * resize_ratio)
         return T.Compose([T.Resize(resize), T.CenterCrop(size), *_to_tensor_and_normalize(normalize)])
 
     return build
@@ -221,9 +222,7 @@ def _cifar_train(size: int, normalize: Normalization) -> Transform:
 
 
 def _imagenet_train(size: int, normalize: Normalization) -> Transform:
-    return _lightly_train(
-        size, normalize, jitter=JITTER, grayscale_p=GRAYSCALE_P, hflip_p=0.5, gray_before_jitter=True
-    )
+    return _lightly_train(size, normalize, jitter=JITTER, grayscale_p=GRAYSCALE_P, hflip_p=0.5, gray_before_jitter=True)
 
 
 def _grey_crop_train(size: int, normalize: Normalization) -> Transform:

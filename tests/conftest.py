@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny synthetic indexed data set and a tiny backbone for trainer tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from and_plugin.backbones.base import Backbone
+from and_plugin.data.base import IndexedDataset
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def tiny_dataset(n: int = 96, classes: int = 4, seed: int = 0) -> IndexedDataset:
+    """n random 3x8x8 'images' in ``classes`` classes, each class a shifted Gaussian blob."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, 3, 8, 8, generator=generator)
+    images = centres[labels] + 0.5 * torch.randn(n, 3, 8, 8, generator=generator)
+    return IndexedDataset(TensorDataset(images, labels), labels, [f"c{i}" for i in range(classes)])
+
+
+def tiny_backbone(embedding_dim: int = 16, seed: int = 0) -> Backbone:
+    """conv → pool → fc; no BatchNorm, so data-parallel runs match single-process ones exactly."""
+    torch.manual_seed(seed)
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    return Backbone({"conv1": conv, "fc": nn.Linear(32, embedding_dim)}, embedding_dim)
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The ../shared folder beside the checkout; skips when absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared is absent ({SHARED}); this test reads the real data kept there")
+    return SHARED
