@@ -15,8 +15,8 @@ import gzip
 import os
 import pickle
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -84,7 +84,9 @@ def write_cifar10_pickle(root: Path, per_batch: int = 2, n_test: int = 4) -> dic
     return {"train": train, "test": test}
 
 
-def write_cifar100_pickle(root: Path, n_train: int = 6, n_test: int = 3, names: Sequence[str] | None = None) -> dict[str, list[int]]:
+def write_cifar100_pickle(
+    root: Path, n_train: int = 6, n_test: int = 3, names: Sequence[str] | None = None
+) -> dict[str, list[int]]:
     """Writes ``root/cifar-100-python/{train,test,meta}`` (fine and coarse labels).
 
     Returns:
@@ -143,7 +145,9 @@ def write_svhn_mat(root: Path, split: str, digits: Sequence[int]) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def write_class_folders(directory: Path, classes: Sequence[str], per_class: int = 2, ext: str = ".JPEG", size: tuple[int, int] = (30, 40)) -> list[int]:
+def write_class_folders(
+    directory: Path, classes: Sequence[str], per_class: int = 2, ext: str = ".JPEG", size: tuple[int, int] = (30, 40)
+) -> list[int]:
     """Writes ``directory/<class>/img_<k><ext>`` JPEGs; returns the labels in ImageFolder order."""
     labels = []
     for c, cls in enumerate(sorted(classes)):
@@ -153,7 +157,9 @@ def write_class_folders(directory: Path, classes: Sequence[str], per_class: int 
     return labels
 
 
-def write_imagenet(root: Path, wnids: Sequence[str] = ("n01440764", "n01443537", "n01484850"), per_class: int = 2) -> dict[str, list[int]]:
+def write_imagenet(
+    root: Path, wnids: Sequence[str] = ("n01440764", "n01443537", "n01484850"), per_class: int = 2
+) -> dict[str, list[int]]:
     """Writes ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``.
 
     Returns:

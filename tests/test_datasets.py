@@ -36,7 +36,17 @@ try:  # pytest's default "prepend" import mode puts tests/ on sys.path; importli
 except ImportError:  # pragma: no cover
     from tests import fixtures_data as fx
 
-REGISTERED = ("cifar10", "cifar100", "svhn", "imagenet", "cub200", "stanford_dogs", "fashion_mnist", "image_folder", "digits")
+REGISTERED = (
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "imagenet",
+    "cub200",
+    "stanford_dogs",
+    "fashion_mnist",
+    "image_folder",
+    "digits",
+)
 SHARED_CIFAR_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -124,7 +134,9 @@ def test_digits_split_sizes_stratified_and_deterministic() -> None:
     assert train.num_classes == 10 and train.classes == [str(d) for d in range(10)]
     # stratified: every class holds its share (sklearn's 1,797 digits have 174–183 per class)
     assert train.targets.bincount().min() >= 135 and test.targets.bincount().min() >= 38
-    split = datasets_module.digits_split_indices(np.asarray(__import__("sklearn.datasets").datasets.load_digits().target))
+    split = datasets_module.digits_split_indices(
+        np.asarray(__import__("sklearn.datasets").datasets.load_digits().target)
+    )
     assert len(np.intersect1d(split["train"], split["test"])) == 0
     assert len(np.union1d(split["train"], split["test"])) == 1797
     again = build_dataset("digits", split="test")
@@ -250,7 +262,9 @@ def test_cifar_jpeg_empty_class_folder(tmp_path: Path) -> None:
         build_dataset("cifar10", root=str(tmp_path), split="test")
 
 
-@pytest.mark.skipif(not SHARED_CIFAR_TAR.is_file(), reason=f"real data absent: {SHARED_CIFAR_TAR} (../shared beside the repo)")
+@pytest.mark.skipif(
+    not SHARED_CIFAR_TAR.is_file(), reason=f"real data absent: {SHARED_CIFAR_TAR} (../shared beside the repo)"
+)
 def test_real_cifar10_jpeg_two_classes(tmp_path: Path) -> None:
     """Extracts 100 train and 50 test images of airplane and cat from the real archive."""
     wanted = {("train", "airplane"): 100, ("train", "cat"): 100, ("test", "airplane"): 50, ("test", "cat"): 50}
@@ -292,7 +306,9 @@ def test_svhn_mat_maps_10_to_0(tmp_path: Path) -> None:
     assert ds[0][0].size == (32, 32)
     with pytest.raises(FileNotFoundError) as err:
         build_dataset("svhn", root=str(tmp_path), split="test")
-    assert "svhn: expected" in str(err.value) and "test_32x32.mat" in str(err.value) and "download=True" in str(err.value)
+    assert (
+        "svhn: expected" in str(err.value) and "test_32x32.mat" in str(err.value) and "download=True" in str(err.value)
+    )
 
 
 def test_svhn_malformed_mat(tmp_path: Path) -> None:
@@ -344,6 +360,10 @@ def test_image_folder_with_and_without_split(tmp_path: Path) -> None:
     fx.write_class_folders(tmp_path / "split" / "val", ["x", "y", "z"], per_class=2)
     assert len(build_dataset("image_folder", root=str(tmp_path / "split"), split="train")) == 3
     assert len(build_dataset("image_folder", root=str(tmp_path / "split"), split="test")) == 6  # test → val
+    with pytest.raises(
+        FileNotFoundError, match="image_folder: expected .*extra \\(found the split folders train, val\\)"
+    ):
+        build_dataset("image_folder", root=str(tmp_path / "split"), split="extra")
     with pytest.raises(ValueError, match="image_folder: root is required"):
         build_dataset("image_folder", root=None, split="train")
     with pytest.raises(FileNotFoundError, match="image_folder: expected a folder .*missing"):
@@ -421,7 +441,9 @@ def test_stanford_dogs_errors(tmp_path: Path) -> None:
     mat = loadmat(tmp_path / "train_list.mat")
     mat["labels"] = mat["labels"][::-1]
     savemat(tmp_path / "train_list.mat", {k: v for k, v in mat.items() if not k.startswith("__")})
-    with pytest.raises(ValueError, match="stanford_dogs: train_list.mat gives .* the label 3, but the 3-th sorted folder"):
+    with pytest.raises(
+        ValueError, match="stanford_dogs: train_list.mat gives .* the label 3, but the 3-th sorted folder"
+    ):
         build_dataset("stanford_dogs", root=str(tmp_path), split="train")
 
 
@@ -454,13 +476,15 @@ def test_fashion_mnist_errors(tmp_path: Path) -> None:
     assert "dataset-fashion-mnist" in message and "download=True" in message
     fx.write_fashion_mnist(tmp_path, n_train=4, n_test=2)
     # wrong magic number: an image file written where the labels belong
-    images = gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz").read()
+    images = gzip.decompress((tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes())
     with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(images)
-    with pytest.raises(ValueError, match="fashion_mnist: .*t10k-labels-idx1-ubyte.gz: IDX magic number 2051, expected 2049"):
+    with pytest.raises(
+        ValueError, match="fashion_mnist: .*t10k-labels-idx1-ubyte.gz: IDX magic number 2051, expected 2049"
+    ):
         build_dataset("fashion_mnist", root=str(tmp_path), split="test")
     # truncated image file
-    data = gzip.open(tmp_path / "train-images-idx3-ubyte.gz").read()
+    data = gzip.decompress((tmp_path / "train-images-idx3-ubyte.gz").read_bytes())
     with gzip.open(tmp_path / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(data[:-10])
     with pytest.raises(ValueError, match=r"fashion_mnist: .*bytes, expected 3152 for dimensions \(4, 28, 28\)"):
@@ -470,7 +494,9 @@ def test_fashion_mnist_errors(tmp_path: Path) -> None:
         build_dataset("fashion_mnist", root=str(tmp_path), split="train")
 
 
-@pytest.mark.skipif(not FASHION_DEBIAN.is_dir(), reason=f"real data absent: {FASHION_DEBIAN} (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not FASHION_DEBIAN.is_dir(), reason=f"real data absent: {FASHION_DEBIAN} (apt-get install dataset-fashion-mnist)"
+)
 def test_real_fashion_mnist_from_debian_package() -> None:
     train = build_dataset("fashion_mnist", root=None, split="train")
     test = build_dataset("fashion_mnist", root=None, split="test", subset=100)
@@ -478,3 +504,38 @@ def test_real_fashion_mnist_from_debian_package() -> None:
     assert len(test) == 100 and test.targets.bincount().tolist() == [10] * 10
     image, _, index = test[99]
     assert (image.size, image.mode, index) == ((28, 28), "L", 99)
+
+
+# ----------------------------------------------------------------------------------------------
+# download=True passes through to torchvision (faked here: no network in tests)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_download_passes_through_to_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets as tvd
+
+    calls: list[tuple[str, dict]] = []
+
+    def fake(name: str, writer):
+        def download(root: str, **kwargs) -> None:
+            calls.append((name, {"root": root, **kwargs}))
+            writer(Path(root))
+
+        return download
+
+    monkeypatch.setattr(tvd, "CIFAR10", fake("CIFAR10", fx.write_cifar10_pickle))
+    monkeypatch.setattr(tvd, "SVHN", fake("SVHN", lambda root: fx.write_svhn_mat(root, "test", [0, 1])))
+    monkeypatch.setattr(
+        tvd, "FashionMNIST", fake("FashionMNIST", lambda r: fx.write_fashion_mnist(r / "FashionMNIST" / "raw"))
+    )
+    assert len(build_dataset("cifar10", root=str(tmp_path / "c"), split="test", download=True)) == 4
+    assert build_dataset("svhn", root=str(tmp_path / "s"), split="test", download=True).targets.tolist() == [0, 1]
+    assert len(build_dataset("fashion_mnist", root=str(tmp_path / "f"), split="train", download=True)) == 12
+    assert calls == [
+        ("CIFAR10", {"root": str(tmp_path / "c"), "train": False, "download": True}),
+        ("SVHN", {"root": str(tmp_path / "s"), "split": "test", "download": True}),
+        ("FashionMNIST", {"root": str(tmp_path / "f"), "train": True, "download": True}),
+    ]
+    # present files are never downloaded again
+    build_dataset("cifar10", root=str(tmp_path / "c"), split="train", download=True)
+    assert len(calls) == 3

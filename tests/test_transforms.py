@@ -37,7 +37,9 @@ def test_presets_are_registered() -> None:
 
 
 def test_unknown_preset_lists_allowed() -> None:
-    with pytest.raises(ValueError, match="unknown preset 'cifar10'; allowed: cifar, digits, fashion_mnist, imagenet, svhn"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'cifar10'; allowed: cifar, digits, fashion_mnist, imagenet, svhn"
+    ):
         build_transform("cifar10", train=True)
 
 
@@ -82,11 +84,15 @@ def test_cifar_train_matches_reference(preset: str) -> None:
 
 def test_normalisation_values() -> None:
     cifar = only(build_transform("cifar", train=True), T.Normalize)
-    assert cifar.mean == pytest.approx([0.4914, 0.4822, 0.4465]) and cifar.std == pytest.approx([0.2023, 0.1994, 0.2010])
+    assert cifar.mean == pytest.approx([0.4914, 0.4822, 0.4465]) and cifar.std == pytest.approx(
+        [0.2023, 0.1994, 0.2010]
+    )
     svhn = only(build_transform("svhn", train=False), T.Normalize)
     assert svhn.mean == pytest.approx([0.4377, 0.4438, 0.4728]) and svhn.std == pytest.approx([0.1201, 0.1231, 0.1052])
     imagenet = only(build_transform("imagenet", train=True), T.Normalize)
-    assert imagenet.mean == pytest.approx([0.485, 0.456, 0.406]) and imagenet.std == pytest.approx([0.229, 0.224, 0.225])
+    assert imagenet.mean == pytest.approx([0.485, 0.456, 0.406]) and imagenet.std == pytest.approx(
+        [0.229, 0.224, 0.225]
+    )
     fashion = only(build_transform("fashion_mnist", train=True), T.Normalize)
     assert fashion.mean == pytest.approx([0.2860]) and fashion.std == pytest.approx([0.3530])
     custom = only(build_transform("cifar", train=False, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)), T.Normalize)

@@ -659,6 +659,9 @@ def imagenet(
     return _folder_dataset(name, directory, transform, subset)
 
 
+_SPLIT_FOLDERS = {"train", "val", "valid", "validation", "test"}
+
+
 @DATASETS.register("image_folder")
 def image_folder(
     root: str | None,
@@ -669,8 +672,9 @@ def image_folder(
 ) -> IndexedDataset:
     """Any ``root/<split>/<class>/*`` or ``root/<class>/*`` tree (torchvision ``ImageFolder``).
 
-    When ``root/<split>`` exists it is read (``"test"`` falls back to ``root/val``); otherwise
-    ``root`` itself is the dataset for every split. Class ids follow the sorted folder names.
+    When ``root/<split>`` exists it is read (``"test"`` falls back to ``root/val``); when ``root``
+    has no split folders (train, val, test, ...) ``root`` itself is the dataset for every split.
+    Class ids follow the sorted folder names.
 
     Args:
         root: The folder (required).
@@ -690,12 +694,18 @@ def image_folder(
         raise _not_found(
             name, f"a folder {root} holding <class>/<image> or <split>/<class>/<image>", "it has no download"
         )
-    directory = root
-    for candidate in (split, "val" if split == "test" else None):
-        if candidate and os.path.isdir(os.path.join(root, candidate)):
-            directory = os.path.join(root, candidate)
-            break
-    return _folder_dataset(name, directory, transform, subset)
+    candidates = [split] + (["val"] if split == "test" else [])
+    found = [c for c in candidates if os.path.isdir(os.path.join(root, c))]
+    if found:
+        return _folder_dataset(name, os.path.join(root, found[0]), transform, subset)
+    split_folders = sorted(set(_list_classes(root)) & _SPLIT_FOLDERS)
+    if split_folders:  # a split layout without the requested split: do not read the splits as classes
+        raise _not_found(
+            name,
+            f"{os.path.join(root, split)} (found the split folders {', '.join(split_folders)})",
+            "it has no download",
+        )
+    return _folder_dataset(name, root, transform, subset)
 
 
 # --------------------------------------------------------------------------------------------
