@@ -1,0 +1,243 @@
+"""End-to-end checks against a real SLURM cluster (the local one).
+
+These tests never start the cluster themselves. Start it first with::
+
+    bash slurm/local_cluster.sh install && bash slurm/local_cluster.sh start
+
+They are marked ``slurm`` and skip (with the reason) when ``sinfo`` is not on
+PATH or no node of the ``debug`` partition is usable.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "slurm" / "profiles"
+PARTITION = os.environ.get("AND_SLURM_TEST_PARTITION", "debug")
+PROFILE_FIELDS = {
+    "partition",
+    "nodes",
+    "gpus_per_node",
+    "tasks_per_node",
+    "cpus_per_task",
+    "mem_gb",
+    "timeout_min",
+    "account",
+    "qos",
+    "constraint",
+    "exclude",
+    "additional_parameters",
+    "setup",
+}
+
+
+@functools.cache
+def _cluster_unavailable_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return (
+            "sinfo not on PATH (no SLURM); run `bash slurm/local_cluster.sh install "
+            "&& bash slurm/local_cluster.sh start`"
+        )
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-p", PARTITION, "-o", "%t"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo failed: {exc}"
+    if out.returncode != 0:
+        return (
+            f"SLURM cluster not up (sinfo: {out.stderr.strip() or out.returncode}); "
+            "run `bash slurm/local_cluster.sh start`"
+        )
+    states = set(out.stdout.split())
+    if not states & {"idle", "mix", "alloc"}:
+        return f"no usable node in partition {PARTITION!r} (states: {sorted(states) or 'none'})"
+    return None
+
+
+@pytest.fixture
+def cluster() -> None:
+    """Skip (not fail) when there is no usable SLURM cluster; checked lazily so
+    that runs deselecting `-m "not slurm"` never call sinfo (which takes ~10 s
+    to give up when the controller is down)."""
+    reason = _cluster_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _wait_done(job, timeout: float) -> None:
+    """job.result() blocks forever on a lost job; poll with a deadline instead."""
+    deadline = time.monotonic() + timeout
+    while not job.done():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", str(job.job_id)], check=False)
+            out = Path(job.paths.stdout) if job.paths.stdout.exists() else None
+            err = job.paths.stderr.read_text()[-3000:] if job.paths.stderr.exists() else ""
+            pytest.fail(
+                f"job {job.job_id} not done after {timeout}s (state {job.state}); "
+                f"stdout={out.read_text()[-2000:] if out else ''!r} stderr={err!r}"
+            )
+        time.sleep(0.5)
+
+
+def _executor(folder: Path):
+    submitit = pytest.importorskip("submitit")
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"))
+    assert executor.cluster == "slurm", "submitit did not detect SLURM (is sbatch on PATH?)"
+    executor.update_parameters(
+        slurm_partition=PARTITION, timeout_min=5, cpus_per_task=1, mem_gb=1, name="and_plugin_test"
+    )
+    return executor
+
+
+# --- functions run inside the jobs ----------------------------------------
+# This module is not importable from the job, so its functions and classes
+# are pickled by value (see _by_value below).
+
+
+def _answer() -> dict:
+    return {
+        "job_id": os.environ["SLURM_JOB_ID"],
+        "value": 6 * 7,
+        "python": sys.executable,
+    }
+
+
+try:  # submitit may be missing; the tests that need it skip then
+    from submitit.helpers import Checkpointable as _Checkpointable
+except ImportError:  # pragma: no cover
+    _Checkpointable = object
+
+
+class _SlowCounter(_Checkpointable):
+    """Counts to `steps`, one step every `step_s`, logging each step.
+
+    On preemption submitit pickles this object (with its current `count`),
+    requeues the job, and the requeued job continues from that count.
+    """
+
+    def __init__(self, progress_file: str, steps: int, step_s: float) -> None:
+        self.progress_file = progress_file
+        self.steps = steps
+        self.step_s = step_s
+        self.count = 0
+
+    def __call__(self) -> dict:
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        resumed_from = self.count
+        while self.count < self.steps:
+            time.sleep(self.step_s)
+            self.count += 1
+            with open(self.progress_file, "a") as fh:
+                fh.write(f"{restarts} {self.count}\n")
+        return {
+            "count": self.count,
+            "restarts": restarts,
+            "resumed_from": resumed_from,
+            "job_id": os.environ["SLURM_JOB_ID"],
+        }
+
+
+@pytest.fixture
+def _by_value():
+    cloudpickle = pytest.importorskip("cloudpickle")
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+
+
+# --- tests -----------------------------------------------------------------
+
+
+def test_profiles_have_the_documented_fields():
+    yaml = pytest.importorskip("yaml")
+    for name in ("local.yaml", "example_gpu_cluster.yaml"):
+        profile = yaml.safe_load((PROFILES / name).read_text())
+        assert set(profile) == PROFILE_FIELDS, name
+        assert isinstance(profile["additional_parameters"], dict), name
+        assert isinstance(profile["setup"], list), name
+    local = yaml.safe_load((PROFILES / "local.yaml").read_text())
+    assert local["partition"] == "debug" and local["gpus_per_node"] == 0 and local["nodes"] == 1
+
+
+@pytest.mark.slurm
+def test_srun_and_sbatch(cluster, tmp_path):
+    subprocess.run(["srun", "-p", PARTITION, "-n1", "-t", "1", "true"], check=True, timeout=30)
+    out = tmp_path / "hostname.out"
+    job_id = (
+        subprocess.run(
+            ["sbatch", "--parsable", "-p", PARTITION, "-t", "1", "-o", str(out), "--wrap", "hostname -s"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        .stdout.strip()
+        .split(";")[0]
+    )
+    deadline = time.monotonic() + 30
+    while subprocess.run(["squeue", "-h", "-j", job_id], check=False, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"sbatch job {job_id} still queued/running after 30 s"
+        time.sleep(0.5)
+    assert out.read_text().strip(), "batch job wrote no output"
+
+
+@pytest.mark.slurm
+def test_submitit_returns_value_computed_in_job(cluster, tmp_path, _by_value):
+    job = _executor(tmp_path).submit(_answer)
+    _wait_done(job, timeout=45)
+    result = job.result()
+    assert result["value"] == 42
+    assert result["job_id"] == str(job.job_id)
+    assert result["python"] == sys.executable
+
+
+@pytest.mark.slurm
+def test_submitit_checkpoint_and_requeue_on_preemption(cluster, tmp_path, _by_value):
+    progress = tmp_path / "progress.txt"
+    steps = 24
+    job = _executor(tmp_path).submit(_SlowCounter(str(progress), steps=steps, step_s=0.25))
+
+    # Wait until the job is really running and counting.
+    deadline = time.monotonic() + 20
+    while not (progress.exists() and len(progress.read_text().split("\n")) > 3):
+        assert time.monotonic() < deadline, f"job {job.job_id} did not start counting in 20 s"
+        time.sleep(0.2)
+
+    # What a preemption looks like: SIGTERM then USR2 to the job steps.
+    # submitit's handler checkpoints the callable and runs `scontrol requeue`.
+    job._interrupt()
+
+    # Requeued jobs wait AuthInfo=cred_expire (10 s on the local cluster).
+    _wait_done(job, timeout=50)
+    result = job.result()
+
+    lines = [tuple(map(int, ln.split())) for ln in progress.read_text().split("\n") if ln]
+    assert result["count"] == steps
+    assert result["restarts"] >= 1, f"job was not requeued: {lines}"
+    assert result["resumed_from"] > 0, "the requeued job did not start from the checkpoint"
+    first_run = [c for r, c in lines if r == 0]
+    second_run = [c for r, c in lines if r == result["restarts"]]
+    assert first_run and second_run
+    assert second_run[0] == result["resumed_from"] + 1
+    assert second_run[-1] == steps
+    assert max(first_run) < steps, "the first run finished before it was preempted"
+    stdout = job.paths.stdout.read_text() if job.paths.stdout.exists() else ""
+    stderr = job.paths.stderr.read_text() if job.paths.stderr.exists() else ""
+    assert "requeue" in (stdout + stderr).lower()
