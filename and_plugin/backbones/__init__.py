@@ -83,9 +83,9 @@ def build_backbone(name: str, /, **kwargs: Any) -> Backbone:
 
 __all__ = [
     "BACKBONES",
+    "TORCHVISION_PREFIX",
     "Backbone",
     "GlobalAvgPool",
-    "TORCHVISION_PREFIX",
     "alexnet_cifar",
     "alexnet_imagenet",
     "build_backbone",

@@ -103,9 +103,7 @@ def conv_stage(
     return nn.Sequential(*layers)
 
 
-def mlp_head(
-    spatial: int, channels: int, hidden_dim: int, embedding_dim: int, dropout: float = 0.0
-) -> nn.Sequential:
+def mlp_head(spatial: int, channels: int, hidden_dim: int, embedding_dim: int, dropout: float = 0.0) -> nn.Sequential:
     """The AlexNet ``fc`` stage: pool → flatten → fc6 → fc7 → Linear(embedding_dim).
 
     Args:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +21,10 @@ class Backbone(nn.Module):
         stages: Ordered ``name → module``; applied one after the other. The last is ``"fc"``.
         embedding_dim: Output size of the ``fc`` stage (128 in the paper).
 
+    Raises:
+        ValueError: If the last stage is not named ``"fc"`` or ``embedding_dim`` < 1.
+        TypeError: If a stage is not an ``nn.Module``.
+
     Example:
         >>> import torch
         >>> from torch import nn
@@ -30,9 +34,9 @@ class Backbone(nn.Module):
         (torch.Size([2, 4]), True)
     """
 
-    def __init__(self, stages: "OrderedDict[str, nn.Module] | dict[str, nn.Module]", embedding_dim: int) -> None:
+    def __init__(self, stages: OrderedDict[str, nn.Module] | dict[str, nn.Module], embedding_dim: int) -> None:
         super().__init__()
-        check_positive_int("embedding_dim", embedding_dim)
+        embedding_dim = check_positive_int("embedding_dim", embedding_dim)
         stages = OrderedDict(stages)
         if not stages or next(reversed(stages)) != "fc":
             raise ValueError(f"stages: the last stage must be named 'fc', got {list(stages)}")
@@ -40,7 +44,7 @@ class Backbone(nn.Module):
         if not_modules:
             raise TypeError(f"stages: every stage must be an nn.Module; not modules: {not_modules}")
         self.stages = nn.ModuleDict(stages)
-        self.embedding_dim = int(embedding_dim)
+        self.embedding_dim = embedding_dim
 
     @property
     def layer_names(self) -> tuple[str, ...]:

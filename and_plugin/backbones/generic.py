@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import difflib
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torchvision.models
@@ -245,8 +246,7 @@ def torchvision_backbone(
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise KeyError(
-            f"unknown torchvision model {name!r}; {hint}"
-            f"torchvision classification models: {', '.join(known)}"
+            f"unknown torchvision model {name!r}; {hint}torchvision classification models: {', '.join(known)}"
         )
     for reserved in ("weights", "num_classes"):
         if reserved in kwargs:

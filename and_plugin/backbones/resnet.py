@@ -38,7 +38,8 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 from torchvision import models
@@ -116,9 +117,7 @@ def resnet18_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet18, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet18, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
 
 
 @BACKBONES.register("resnet18")
@@ -133,9 +132,7 @@ def resnet18(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> B
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet18, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet18, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
 
 
 @BACKBONES.register("resnet50_cifar")
@@ -150,9 +147,7 @@ def resnet50_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet50, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet50, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
 
 
 @BACKBONES.register("resnet50")
@@ -167,9 +162,7 @@ def resnet50(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> B
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet50, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet50, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
 
 
 @BACKBONES.register("resnet101_cifar")
@@ -184,9 +177,7 @@ def resnet101_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: An
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet101, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet101, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
 
 
 @BACKBONES.register("resnet101")
@@ -201,17 +192,15 @@ def resnet101(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> 
     Returns:
         A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(
-        models.resnet101, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs
-    )
+    return resnet_backbone(models.resnet101, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
 
 
 __all__ = [
-    "resnet_backbone",
-    "resnet18_cifar",
-    "resnet50_cifar",
-    "resnet101_cifar",
     "resnet18",
+    "resnet18_cifar",
     "resnet50",
+    "resnet50_cifar",
     "resnet101",
+    "resnet101_cifar",
+    "resnet_backbone",
 ]
