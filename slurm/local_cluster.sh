@@ -207,6 +207,9 @@ SwitchType=switch/none
 GresTypes=gpu
 
 SchedulerType=sched/backfill
+# Scan pending jobs every few seconds (defaults 60/30 s), so that a requeued
+# job starts soon after it becomes eligible again.
+SchedulerParameters=sched_interval=3,bf_interval=3
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
