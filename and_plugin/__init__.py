@@ -10,6 +10,9 @@ The four AND components, each usable alone:
 plus the :class:`Trainer` that runs Algorithm 1, the registries and the evaluators.
 """
 
+from . import backbones, data  # noqa: F401  (imported to fill the registries)
+from .backbones import Backbone, build_backbone, wrap_backbone
+from .build import build_run
 from .config import Config, ConfigError, load_config
 from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
 from .evaluation import extract_features, knn_accuracy
@@ -24,6 +27,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANDMiner",
+    "Backbone",
+    "build_backbone",
+    "build_run",
+    "wrap_backbone",
     "BACKBONES",
     "CURRICULA",
     "Config",

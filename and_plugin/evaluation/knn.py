@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from lightly.utils.benchmarking import knn_predict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -39,6 +38,9 @@ def knn_accuracy(
     Returns:
         Top-1 accuracy in [0, 1].
     """
+    # Imported here: lightly.utils.benchmarking pulls in pytorch_lightning (seconds of import time).
+    from lightly.utils.benchmarking import knn_predict
+
     check_shape("train_features", train_features, (None, None))
     check_shape("test_features", test_features, (None, train_features.shape[1]))
     check_shape("train_labels", train_labels, (train_features.shape[0],))

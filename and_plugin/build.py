@@ -1,0 +1,72 @@
+"""From a :class:`~and_plugin.config.Config` to the pieces a run needs: backbone and data sets."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from .backbones import build_backbone
+from .config import Config
+from .data import build_dataset, build_transform, dataset_info
+from .data.base import IndexedDataset
+from .registry import BACKBONES, DATASETS
+
+
+@dataclass
+class RunParts:
+    """Everything :class:`~and_plugin.Trainer` takes besides the config.
+
+    Attributes:
+        model: The backbone, (B, C, H, W) → unit vectors (B, d).
+        train_set: Training images with the training augmentation.
+        eval_train_set: The same training images with the test transform (recomputed kNN).
+        test_set: Test images with the test transform.
+    """
+
+    model: nn.Module
+    train_set: IndexedDataset
+    eval_train_set: IndexedDataset
+    test_set: IndexedDataset
+
+
+def build_model(config: Config) -> nn.Module:
+    """Builds the configured backbone; grey data sets get ``in_channels=1`` where supported."""
+    kwargs: dict[str, Any] = dict(config.model.kwargs)
+    name = config.model.backbone
+    if not name.startswith("torchvision:"):
+        BACKBONES.get(name)  # raises the registry's error listing every known backbone
+    channels = _channels(config)
+    if channels != 3 and "in_channels" not in kwargs and name in BACKBONES:
+        if "in_channels" in inspect.signature(BACKBONES.get(name)).parameters:
+            kwargs["in_channels"] = channels
+    return build_backbone(name, embedding_dim=config.model.embedding_dim, **kwargs)
+
+
+def build_datasets(config: Config) -> tuple[IndexedDataset, IndexedDataset, IndexedDataset]:
+    """(train with augmentation, train with test transform, test) for the configured data set."""
+    data = config.data
+    DATASETS.get(data.dataset)  # the registry's error, listing every known data set
+    preset = data.transform or dataset_info(data.dataset).preset
+    train_transform = build_transform(preset, train=True)
+    test_transform = build_transform(preset, train=False)
+    common = {"root": data.root, "download": data.download}
+    train_set = build_dataset(data.dataset, split="train", transform=train_transform, subset=data.subset, **common)
+    eval_train_set = build_dataset(data.dataset, split="train", transform=test_transform, subset=data.subset, **common)
+    test_set = build_dataset(data.dataset, split="test", transform=test_transform, subset=data.test_subset, **common)
+    return train_set, eval_train_set, test_set
+
+
+def build_run(config: Config) -> RunParts:
+    """Backbone and the three data sets of a run."""
+    train_set, eval_train_set, test_set = build_datasets(config)
+    return RunParts(build_model(config), train_set, eval_train_set, test_set)
+
+
+def _channels(config: Config) -> int:
+    try:
+        return dataset_info(config.data.dataset).channels
+    except ValueError:
+        return 3
