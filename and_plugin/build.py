@@ -52,7 +52,7 @@ def build_datasets(config: Config) -> tuple[IndexedDataset, IndexedDataset, Inde
     preset = data.transform or dataset_info(data.dataset).preset
     train_transform = build_transform(preset, train=True)
     test_transform = build_transform(preset, train=False)
-    common = {"root": data.root, "download": data.download}
+    common = {"root": data.root, "download": data.download, **data.kwargs}
     train_set = build_dataset(data.dataset, split="train", transform=train_transform, subset=data.subset, **common)
     eval_train_set = build_dataset(data.dataset, split="train", transform=test_transform, subset=data.subset, **common)
     test_set = build_dataset(data.dataset, split="test", transform=test_transform, subset=data.test_subset, **common)
@@ -66,6 +66,8 @@ def build_run(config: Config) -> RunParts:
 
 
 def _channels(config: Config) -> int:
+    if "channels" in config.data.kwargs:
+        return int(config.data.kwargs["channels"])
     try:
         return dataset_info(config.data.dataset).channels
     except ValueError:

@@ -57,6 +57,8 @@ class DataConfig:
         num_workers: DataLoader worker processes per rank.
         gpu_resident: Keep the whole uint8 data set on the GPU and augment there in batches
             (fast path for CIFAR/SVHN/Fashion-MNIST-sized data).
+        kwargs: Extra keyword arguments for the dataset builder (e.g. ``synthetic``'s
+            image_size, channels, num_classes); ``channels`` here also sets the backbone's input.
     """
 
     dataset: str = "digits"
@@ -68,6 +70,7 @@ class DataConfig:
     batch_size: int = 128
     num_workers: int = 0
     gpu_resident: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         _require(self.batch_size >= 1, "data.batch_size", self.batch_size, "an integer >= 1")

@@ -53,10 +53,13 @@ class FitResult:
     Attributes:
         rounds: One record per round: round, kNN top-1 (recomputed and bank), anchors, consistency.
         output_dir: Where checkpoints, metrics and plots are.
+        linear_probe: Filled by :func:`and_plugin.run.run_training` when ``eval.linear_probe``
+            is set: layer name → {"top1", "train_top1", "dim", ...}.
     """
 
     rounds: list[dict[str, Any]] = field(default_factory=list)
     output_dir: str = ""
+    linear_probe: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def final_knn(self) -> float | None:
