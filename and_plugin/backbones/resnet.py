@@ -3,16 +3,16 @@
 Built from ``torchvision.models.resnet*`` (``weights=None``) and cut into the paper's stage
 names (conv2_x ... conv5_x of He et al. are torchvision's ``layer1`` ... ``layer4``):
 
-=======  ==========================================  =============  ==============
-stage    modules                                     CIFAR, 32x32   ImageNet, 224
-=======  ==========================================  =============  ==============
-conv1    stem (see below)                            64 x 32 x 32   64 x 56 x 56
-conv2    ``layer1``                                  C x 32 x 32    C x 56 x 56
-conv3    ``layer2``                                  2C x 16 x 16   2C x 28 x 28
-conv4    ``layer3``                                  4C x 8 x 8     4C x 14 x 14
-conv5    ``layer4``                                  8C x 4 x 4     8C x 7 x 7
-fc       AdaptiveAvgPool(1) → Flatten → Linear(8C→d)  d              d
-=======  ==========================================  =============  ==============
+=======  ============================================  =============  ==============
+stage    modules                                       CIFAR, 32x32   ImageNet, 224
+=======  ============================================  =============  ==============
+conv1    stem (see below)                              64 x 32 x 32   64 x 56 x 56
+conv2    ``layer1``                                    C x 32 x 32    C x 56 x 56
+conv3    ``layer2``                                    2C x 16 x 16   2C x 28 x 28
+conv4    ``layer3``                                    4C x 8 x 8     4C x 14 x 14
+conv5    ``layer4``                                    8C x 4 x 4     8C x 7 x 7
+fc       AdaptiveAvgPool(1) → Flatten → Linear(8C→d)   d              d
+=======  ============================================  =============  ==============
 
 C = 64 for ResNet18 (basic blocks) and 256 for ResNet50/101 (bottlenecks, expansion 4).
 
