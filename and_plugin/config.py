@@ -216,6 +216,10 @@ class RunConfig:
         checkpoint_every: Write a checkpoint every this many epochs (and always at round ends).
         progress: Show rich progress bars.
         resume: Continue from output_dir/checkpoint.pt if it exists.
+        sync_batchnorm: Under data-parallel training on GPUs, convert BatchNorm layers to
+            SyncBatchNorm so their statistics cover the global batch (as one process with the
+            whole batch). Ignored on CPU (SyncBatchNorm needs CUDA): each rank then normalises
+            with its own share's statistics.
     """
 
     output_dir: str = "runs/default"
@@ -229,6 +233,7 @@ class RunConfig:
     checkpoint_every: int = 1
     progress: bool = True
     resume: bool = False
+    sync_batchnorm: bool = False
 
     def validate(self) -> None:
         _require_choice("run.precision", self.precision, ("fp32", "bf16"))

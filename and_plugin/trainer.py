@@ -178,6 +178,10 @@ class Trainer:
         )
         self.train_model: nn.Module = self.model
         if is_distributed():
+            if config.run.sync_batchnorm and self.device.type == "cuda":
+                # BatchNorm statistics over the global batch, as one process with the whole batch.
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.train_model = self.model
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         if config.run.compile:
@@ -274,7 +278,9 @@ class Trainer:
                 if finished_round:
                     record.update(self._end_of_round_eval(round_index))
                 elif self.config.eval.every_epochs and epoch % self.config.eval.every_epochs == 0:
-                    record.update(self.evaluate())
+                    record.update(self.evaluate() if is_main_process() else {})
+                    if is_distributed():
+                        dist.barrier()  # the other ranks wait while rank 0 evaluates
                 self._log(record)
                 if finished_round or epoch % self.config.run.checkpoint_every == 0:
                     self.save()
@@ -307,7 +313,8 @@ class Trainer:
         """One epoch of Eq 7 + Eq 8 over the training set. Returns the epoch's metrics."""
         config = self.config
         global_epoch = round_index * 100_000 + epoch
-        seed_everything(config.run.seed * 1_000_003 + global_epoch)
+        # Rank r > 0 gets its own augmentation stream (rank 0 keeps the single-process one).
+        seed_everything(config.run.seed * 1_000_003 + global_epoch + 1_000_000_007 * get_rank())
         self.sampler.set_epoch(global_epoch)
         loader = DataLoader(
             self.train_set,
@@ -343,13 +350,17 @@ class Trainer:
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
         elapsed = time.perf_counter() - started
+        if is_distributed():  # the loss of the global batch, not of this rank's share
+            totals = torch.tensor([total_loss, float(seen)], dtype=torch.float64, device=self.device)
+            dist.all_reduce(totals)
+            total_loss, seen = float(totals[0]), int(totals[1])
         return {
             "kind": "epoch",
             "round": round_index,
             "epoch": epoch,
             "lr": lr,
             "loss": total_loss / max(1, seen),
-            "images_per_s": seen * get_world_size() / max(elapsed, 1e-9),
+            "images_per_s": seen / max(elapsed, 1e-9),
             "seconds": elapsed,
         }
 
