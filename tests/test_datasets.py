@@ -46,6 +46,7 @@ REGISTERED = (
     "fashion_mnist",
     "image_folder",
     "digits",
+    "synthetic",
 )
 SHARED_CIFAR_TAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

@@ -2,7 +2,8 @@
 
 Importing this package registers every dataset builder in :data:`and_plugin.registry.DATASETS`:
 ``cifar10``, ``cifar100``, ``svhn``, ``imagenet``, ``cub200``, ``stanford_dogs``,
-``fashion_mnist``, ``image_folder`` and ``digits`` (embedded in scikit-learn, no download).
+``fashion_mnist``, ``image_folder``, ``digits`` (embedded in scikit-learn, no download) and
+``synthetic`` (generated gratings for smoke runs).
 
 Example:
     >>> from and_plugin.data import build_dataset, build_transform, dataset_info
@@ -27,6 +28,7 @@ from and_plugin.data.datasets import (
     default_root,
     subset_indices,
 )
+from and_plugin.data.synthetic import synthetic_dataset, synthetic_images
 from and_plugin.data.transforms import (
     CIFAR10_NORMALIZE,
     IMAGENET_NORMALIZE,
@@ -55,4 +57,6 @@ __all__ = [
     "dataset_info",
     "default_root",
     "subset_indices",
+    "synthetic_dataset",
+    "synthetic_images",
 ]
