@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_utils import cluster  # noqa: F401  (the fixture that skips when no SLURM cluster is up)
 from torch import nn
 from torch.utils.data import TensorDataset
 

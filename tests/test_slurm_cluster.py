@@ -5,24 +5,22 @@ These tests never start the cluster themselves. Start it first with::
     bash slurm/local_cluster.sh install && bash slurm/local_cluster.sh start
 
 They are marked ``slurm`` and skip (with the reason) when ``sinfo`` is not on
-PATH or no node of the ``debug`` partition is usable.
+PATH or no node of the ``debug`` partition is usable (see ``slurm_utils.py``).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from slurm_utils import PARTITION, wait_done
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "slurm" / "profiles"
-PARTITION = os.environ.get("AND_SLURM_TEST_PARTITION", "debug")
 PROFILE_FIELDS = {
     "partition",
     "nodes",
@@ -38,59 +36,6 @@ PROFILE_FIELDS = {
     "additional_parameters",
     "setup",
 }
-
-
-@functools.cache
-def _cluster_unavailable_reason() -> str | None:
-    if shutil.which("sinfo") is None:
-        return (
-            "sinfo not on PATH (no SLURM); run `bash slurm/local_cluster.sh install "
-            "&& bash slurm/local_cluster.sh start`"
-        )
-    try:
-        out = subprocess.run(
-            ["sinfo", "-h", "-p", PARTITION, "-o", "%t"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=15,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"sinfo failed: {exc}"
-    if out.returncode != 0:
-        return (
-            f"SLURM cluster not up (sinfo: {out.stderr.strip() or out.returncode}); "
-            "run `bash slurm/local_cluster.sh start`"
-        )
-    states = set(out.stdout.split())
-    if not states & {"idle", "mix", "alloc"}:
-        return f"no usable node in partition {PARTITION!r} (states: {sorted(states) or 'none'})"
-    return None
-
-
-@pytest.fixture
-def cluster() -> None:
-    """Skip (not fail) when there is no usable SLURM cluster; checked lazily so
-    that runs deselecting `-m "not slurm"` never call sinfo (which takes ~10 s
-    to give up when the controller is down)."""
-    reason = _cluster_unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-
-
-def _wait_done(job, timeout: float) -> None:
-    """job.result() blocks forever on a lost job; poll with a deadline instead."""
-    deadline = time.monotonic() + timeout
-    while not job.done():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", str(job.job_id)], check=False)
-            out = Path(job.paths.stdout) if job.paths.stdout.exists() else None
-            err = job.paths.stderr.read_text()[-3000:] if job.paths.stderr.exists() else ""
-            pytest.fail(
-                f"job {job.job_id} not done after {timeout}s (state {job.state}); "
-                f"stdout={out.read_text()[-2000:] if out else ''!r} stderr={err!r}"
-            )
-        time.sleep(0.5)
 
 
 def _executor(folder: Path):
@@ -201,7 +146,7 @@ def test_srun_and_sbatch(cluster, tmp_path):
 @pytest.mark.slurm
 def test_submitit_returns_value_computed_in_job(cluster, tmp_path, _by_value):
     job = _executor(tmp_path).submit(_answer)
-    _wait_done(job, timeout=45)
+    wait_done(job, timeout=45)
     result = job.result()
     assert result["value"] == 42
     assert result["job_id"] == str(job.job_id)
@@ -225,7 +170,7 @@ def test_submitit_checkpoint_and_requeue_on_preemption(cluster, tmp_path, _by_va
     job._interrupt()
 
     # Requeued jobs wait AuthInfo=cred_expire (10 s on the local cluster).
-    _wait_done(job, timeout=50)
+    wait_done(job, timeout=50)
     result = job.result()
 
     lines = [tuple(map(int, ln.split())) for ln in progress.read_text().split("\n") if ln]
