@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,12 @@ class Trainer:
         self.sampler = GlobalBatchSampler(
             self.num_samples, config.data.batch_size, get_rank(), world, shuffle=True, seed=config.run.seed
         )
+        # data.gpu_resident: the uint8 training set lives on the device and is augmented there.
+        self.device_batches = None
+        if config.data.gpu_resident:
+            from .data.gpu import device_batches_for
+
+            self.device_batches = device_batches_for(config, train_set, self.sampler, self.device)
         self.plan = round_plan(config)
         self.position = (0, 0)  # (index into plan, epoch within that round) of the next epoch to run
         self.history: list[dict[str, Any]] = []
@@ -315,14 +322,6 @@ class Trainer:
         global_epoch = round_index * 100_000 + epoch
         # Rank r > 0 gets its own augmentation stream (rank 0 keeps the single-process one).
         seed_everything(config.run.seed * 1_000_003 + global_epoch + 1_000_000_007 * get_rank())
-        self.sampler.set_epoch(global_epoch)
-        loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            num_workers=config.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
         lr = learning_rate(config, epoch, epochs_in_round)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -331,14 +330,12 @@ class Trainer:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if config.run.precision == "bf16" else nullcontext()
         )
         self.train_model.train()
-        total_loss, seen, started = 0.0, 0, time.perf_counter()
+        # The loss is summed on the device: no host sync per step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen, started = 0, time.perf_counter()
         description = f"round {round_index} epoch {epoch + 1}/{epochs_in_round}"
         with progress_bar(len(self.sampler), description, enabled=config.run.progress and is_main_process()) as advance:
-            for images, _targets, indices in loader:
-                images = images.to(self.device, non_blocking=True)
-                if config.run.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                indices = indices.to(self.device)
+            for images, indices in self._batches(global_epoch):
                 with autocast:
                     features = self.train_model(images)
                 loss = self.criterion(features.float(), indices, self.bank, state)
@@ -346,9 +343,10 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.bank.update(indices, features)
-                total_loss += float(loss.detach()) * len(indices)
+                loss_sum += loss.detach().double() * len(indices)
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
+        total_loss = float(loss_sum)
         elapsed = time.perf_counter() - started
         if is_distributed():  # the loss of the global batch, not of this rank's share
             totals = torch.tensor([total_loss, float(seen)], dtype=torch.float64, device=self.device)
@@ -363,6 +361,37 @@ class Trainer:
             "images_per_s": seen / max(elapsed, 1e-9),
             "seconds": elapsed,
         }
+
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's training batches of one epoch, ``(images, indices)`` on the device.
+
+        Both sources follow ``self.sampler`` (same global batches, same rank slices): the
+        DataLoader over ``train_set`` by default, the on-device data set and augmentation
+        (:class:`~and_plugin.data.gpu.DeviceBatches`) with ``data.gpu_resident``.
+
+        Args:
+            epoch: The sampler epoch (never repeats across rounds).
+
+        Yields:
+            Images (B, C, H, W), channels-last with ``run.channels_last``, and indices (B,).
+        """
+        channels_last = self.config.run.channels_last
+        if self.device_batches is not None:
+            batches: Iterator[tuple[Tensor, Tensor]] = self.device_batches.epoch(epoch)
+        else:
+            self.sampler.set_epoch(epoch)
+            loader = DataLoader(
+                self.train_set,
+                batch_sampler=self.sampler,
+                num_workers=self.config.data.num_workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=False,
+            )
+            batches = ((x.to(self.device, non_blocking=True), i.to(self.device)) for x, _targets, i in loader)
+        for images, indices in batches:
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, indices
 
     # ------------------------------------------------------------- evaluation
 
