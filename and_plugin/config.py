@@ -247,7 +247,17 @@ class RunConfig:
 
 @dataclass
 class Config:
-    """A whole run: ``name`` plus one section per concern."""
+    """A whole run: ``name`` plus one section per concern.
+
+    Attributes:
+        name: Name of the run: the title of its plots and tables and the SLURM job name.
+        model: The backbone (:class:`ModelConfig`).
+        data: Data set and loading (:class:`DataConfig`).
+        method: AND itself (:class:`MethodConfig`).
+        optim: Optimiser and learning-rate schedule (:class:`OptimConfig`).
+        eval: Evaluation (:class:`EvalConfig`).
+        run: Where and how the run executes (:class:`RunConfig`).
+    """
 
     name: str = "and"
     model: ModelConfig = field(default_factory=ModelConfig)
