@@ -54,6 +54,51 @@ class _StreamingLogSumExp(torch.autograd.Function):
         return expected * (grad_lse[:, None] / temperature), None, None, None
 
 
+def _fused_attention(features: Tensor, keys: Tensor, scale: float) -> tuple[Tensor, Tensor] | None:
+    """``(lse, expected)`` from one fused attention kernel, or None where none applies.
+
+    With the bank as keys and values, attention computes exactly what the loss needs:
+    lse_i = log Σ_k exp(s·x_i·M_k) (the kernel's log-sum-exp) and Σ_k p_ik M_k (its output, the
+    gradient of lse_i up to 1/τ), streaming over the bank without a B x N tensor.
+    """
+    if features.dtype != keys.dtype or features.requires_grad and keys.requires_grad:
+        return None
+    q = features.detach()[None, None]
+    k = keys.detach()[None, None]
+    device = features.device.type
+    with torch.autocast(device, enabled=False):
+        if device == "cpu" and features.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, k, 0.0, False, scale=scale)
+        elif device == "cuda" and features.dtype in (torch.float32, torch.bfloat16, torch.float16) and keys.shape[1] % 8 == 0:
+            try:
+                out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, k, None, True, 0.0, False,
+                                                                                  scale=scale)[:2]
+            except RuntimeError:  # pragma: no cover - no kernel for this GPU/shape: use the plain path
+                return None
+        else:
+            return None
+    batch = features.shape[0]
+    return lse.reshape(-1)[:batch].to(features.dtype), out.reshape(batch, -1)
+
+
+class _FusedBankLogSumExp(torch.autograd.Function):
+    """logsumexp_k(x · M_k / τ) and its gradient (1/τ) Σ_k p_ik M_k from one fused kernel.
+
+    The forward pass saves only the (B, d) expectation; no B x N tensor exists at any time.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, lse: Tensor, expected: Tensor, temperature: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(expected)
+        ctx.temperature = temperature
+        return lse.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        (expected,) = ctx.saved_tensors
+        return expected * (grad_lse[:, None] / ctx.temperature), None, None, None
+
+
 def bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_size: int | None = None) -> Tensor:
     """log Σ_k exp(x_i · x̃_k / τ) for every query: the log of the softmax denominator of Eq 2.
 
@@ -62,14 +107,22 @@ def bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_siz
         bank: Keys x̃, shape (N, d). Gets a gradient only when ``chunk_size`` is None and it
             requires grad (used to check Eq 9–11 with live keys).
         temperature: τ > 0.
-        chunk_size: None computes the (B, N) logits at once (fastest for moderate N); an int
-            streams over the bank so forward and backward hold O(B x chunk_size) memory.
+        chunk_size: None (the default) uses a fused attention kernel (PyTorch's CPU flash
+            attention, CUDA's memory-efficient attention) with the bank as keys and values: one
+            pass gives the log-sum-exp and Σ_k p_ik x̃_k, the whole gradient, so no (B, N) tensor
+            exists and nothing is recomputed in backward; where no such kernel applies (a bank
+            that requires grad, other devices) it computes the (B, N) logits at once. An int
+            streams over the bank in chunks so forward and backward hold O(B x chunk_size) memory.
 
     Returns:
         Shape (B,).
     """
     if chunk_size is None:
-        return torch.logsumexp(features @ bank.to(features.dtype).T / temperature, dim=1)
+        keys = bank.to(features.dtype)
+        fused = None if bank.requires_grad else _fused_attention(features, keys, 1.0 / temperature)
+        if fused is not None:
+            return _FusedBankLogSumExp.apply(features, fused[0], fused[1], temperature)
+        return torch.logsumexp(features @ keys.T / temperature, dim=1)
     return _StreamingLogSumExp.apply(features, bank, temperature, chunk_size)
 
 
