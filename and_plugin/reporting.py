@@ -140,7 +140,8 @@ def plot_run(
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(16, 4.5), layout="constrained")
+    figure = Figure(figsize=(16, 4.5))
+    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.14, top=0.84, wspace=0.22)
     FigureCanvasAgg(figure)
     knn_axis, consistency_axis, entropy_axis = figure.subplots(1, 3)
     if title:
@@ -194,6 +195,7 @@ def plot_run(
             entropy_axis.hist(values[~mask], bins=bins, alpha=0.6, label=f"others ({int((~mask).sum()):,})",
                               color="tab:orange")
         entropy_axis.legend(loc="upper right")
+        entropy_axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         entropy_axis.text(0.5, 0.5, "round 0: instance learning\n(no anchors selected)", ha="center", va="center",
                           transform=entropy_axis.transAxes)
@@ -282,4 +284,7 @@ class ReportingCallback:
             self._plot(trainer, "summary.png", None)
         write_rounds_csv(result.rounds, directory / "rounds.csv")
         if self.table:
-            (self.console or Console()).print(summary_table(result.rounds, title=f"{trainer.config.name}: AND per round"))
+            console = self.console or Console()
+            console.print(summary_table(result.rounds, title=f"{trainer.config.name}: AND per round"))
+            console.print(f"run directory: {directory} (metrics.jsonl, rounds.csv, plots/, checkpoint.pt)",
+                          markup=False, soft_wrap=True)

@@ -1,0 +1,35 @@
+"""``python -m and_plugin --recipe NAME [recipe options]``: run a recipe of this checkout by name.
+
+``python -m and_plugin --list`` lists the recipes (``recipes/configs/*.yaml``). Every other
+argument goes to the recipe's command line (see :mod:`and_plugin.cli`), e.g.
+``python -m and_plugin --recipe cifar10_alexnet --smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import REPO_ROOT, main
+
+RECIPE_CONFIGS = REPO_ROOT / "recipes" / "configs"
+
+
+def _entry(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m and_plugin", add_help=False)
+    parser.add_argument("--recipe")
+    parser.add_argument("--list", action="store_true")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    known = sorted(p.stem for p in RECIPE_CONFIGS.glob("*.yaml")) if RECIPE_CONFIGS.is_dir() else []
+    if args.list or not args.recipe:
+        print("recipes: " + (", ".join(known) or f"(none found in {RECIPE_CONFIGS})"))
+        print("usage: python -m and_plugin --recipe NAME [--smoke] [--slurm] [key=value ...]  (NAME --help for more)")
+        raise SystemExit(0 if args.list else 2)
+    if args.recipe not in known:
+        print(f"error: --recipe: got {args.recipe!r}; allowed: {known}", file=sys.stderr)
+        raise SystemExit(2)
+    main(RECIPE_CONFIGS / f"{args.recipe}.yaml", rest)
+
+
+if __name__ == "__main__":
+    _entry()
