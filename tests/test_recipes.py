@@ -168,3 +168,18 @@ def test_python_m_and_plugin_lists_the_recipes(capsys):
     with pytest.raises(SystemExit) as exit_info:
         _entry(["--recipe", "nope"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(600)
+def test_recipe_smoke_run_as_a_slurm_job(cluster, tmp_path):
+    """recipes' --slurm end to end on the local cluster (bash slurm/local_cluster.sh start)."""
+    job = run_recipe(CONFIGS / "cifar10_instance.yaml", [
+        "--smoke", "--slurm", "--wait", "--output-dir", str(tmp_path), "--slurm-set", "timeout_min=9",
+        "--slurm-set", "mem_gb=4", *CPU,
+    ])
+    assert job.done()  # --wait raised JobFailedError, with the job's error text, had it failed
+    assert {"config.yaml", "metrics.jsonl", "linear_probe.json", "rounds.csv"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "plots" / "summary.png").read_bytes()[:8] == PNG_MAGIC
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["kind"] == "linear_probe" and "conv5" in lines[-1]["layers"]
