@@ -1,0 +1,301 @@
+"""The SLURM launcher: profiles, fail-fast checks, and real jobs on the local cluster.
+
+The ``slurm`` tests submit real jobs through ``and_plugin.launcher.submit`` to the local cluster
+(``bash slurm/local_cluster.sh start``) and skip, with the reason, when it is not up. They cover
+a smoke run and its sbatch script, a failure inside a job reaching the user's terminal, a
+preemption that requeues the job and ends with exactly the weights and memory bank of an
+uninterrupted run, and a 2-process data-parallel job equal to a single process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from slurm_utils import wait_done
+
+from and_plugin import ConfigError, load_config
+from and_plugin.checkpoint import load_checkpoint
+from and_plugin.launcher import (
+    PROFILE_FIELDS,
+    JobFailedError,
+    ProfileError,
+    SlurmProfile,
+    TrainingJob,
+    check_before_submit,
+    job_result,
+    load_profile,
+    submit,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = REPO / "slurm" / "profiles" / "local.yaml"
+GPU_EXAMPLE = REPO / "slurm" / "profiles" / "example_gpu_cluster.yaml"
+JOB_COMPONENTS = str(Path(__file__).with_name("job_components.py"))
+
+
+def digits_config(output_dir, *extra, width: int | None = 8):
+    """scikit-learn's digits (no files) with a small CNN: a few seconds per epoch on one core."""
+    return load_config(None, [
+        f"run.output_dir={output_dir}", "run.device=cpu", "run.progress=false", "run.threads=1",
+        "data.dataset=digits", "data.batch_size=64", "model.embedding_dim=16", "eval.knn_k=20",
+        "optim.round0_epochs=1", "optim.epochs_per_round=1", "method.rounds=1",
+        *([f"model.kwargs={{width: {width}}}"] if width is not None else []), *extra,
+    ])
+
+
+def position(output_dir: Path) -> tuple[int, int]:
+    """(round index, epoch) of the next epoch in output_dir's checkpoint; (0, 0) before the first."""
+    path = output_dir / "checkpoint.pt"
+    return tuple(load_checkpoint(path)["position"]) if path.exists() else (0, 0)
+
+
+def metrics(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------- profiles
+
+
+def test_bundled_profiles_load_and_map_to_submitit_parameters():
+    local = load_profile(LOCAL)
+    assert (local.partition, local.nodes, local.gpus_per_node, local.tasks_per_node) == ("debug", 1, 0, 1)
+    assert load_profile("local") == local  # a bundled profile by name
+    gpu = load_profile(GPU_EXAMPLE, ["nodes=4"])
+    assert gpu.world_size == 4 * 8
+    params = gpu.executor_parameters()
+    assert params["nodes"] == 4 and params["gpus_per_node"] == 8 and params["tasks_per_node"] == 8
+    assert params["slurm_partition"] == "gpu" and params["slurm_account"] == "my_project"
+    assert params["slurm_constraint"] == "a100" and params["slurm_exclude"] == "gpu-node-[013,042]"
+    assert params["slurm_additional_parameters"]["exclusive"] is True
+    assert params["slurm_setup"][1] == "module load cuda/12.1"
+    assert params["mem_gb"] == 480 and params["timeout_min"] == 4320 and params["cpus_per_task"] == 10
+    assert "slurm_account" not in local.executor_parameters()  # null: the cluster's default
+
+
+def test_overrides_and_defaults(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("partition: short\n")
+    profile = load_profile(path, ["timeout_min=600", "additional_parameters.exclusive=true", "setup=[ml cuda]"])
+    assert profile == SlurmProfile(partition="short", timeout_min=600, additional_parameters={"exclusive": True},
+                                   setup=["ml cuda"])
+    assert set(PROFILE_FIELDS) == {"partition", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb",
+                                   "timeout_min", "account", "qos", "constraint", "exclude",
+                                   "additional_parameters", "setup"}
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("partitoin=gpu", r"partitoin: unknown key \(did you mean 'partition'\?\); allowed keys: \['partition'"),
+    ("nodes=0", r"nodes: got 0, expected an integer >= 1"),
+    ("nodes=two", r"nodes: got 'two' \(str\), expected int"),
+    ("nodes=1.5", r"nodes: got 1.5 \(float\), expected int"),
+    ("gpus_per_node=-1", r"gpus_per_node: got -1, expected an integer >= 0"),
+    ("cpus_per_task=0", r"cpus_per_task: got 0, expected an integer >= 1"),
+    ("mem_gb=0", r"mem_gb: got 0.0, expected null or a number of GB > 0"),
+    ("timeout_min=0", r"timeout_min: got 0, expected an integer number of minutes >= 1"),
+    ("partition=''", r"partition: got '', expected null or a non-empty string"),
+    ("setup=module load x", r"setup: got 'module load x' \(str\), expected list"),
+    ("additional_parameters=[a]", r"additional_parameters: got \['a'\] \(list\), expected dict"),
+    ("additional_parameters.time=10", r"additional_parameters.time: got 10; this option is set by timeout_min"),
+    ("additional_parameters.mail_type=null", r"additional_parameters.mail_type: got None, expected a string"),
+    ("gpus_per_node=4", r"tasks_per_node: got 1 with gpus_per_node=4, expected 4 \(the launcher runs one process per GPU\)"),
+    ("nodes", r"override 'nodes': expected key=value, e.g. nodes=4"),
+])
+def test_profile_errors_name_the_key_the_value_and_what_is_allowed(override, message):
+    with pytest.raises(ProfileError, match=message) as error:
+        load_profile(LOCAL, [override])
+    assert "local.yaml" in str(error.value)  # and the file
+
+
+def test_profile_file_errors(tmp_path):
+    with pytest.raises(ProfileError, match=r"'nope' does not exist; .*bundled profiles \['example_gpu_cluster', 'local'\]"):
+        load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ProfileError, match="expected a mapping of profile keys at the top level, got list"):
+        load_profile(bad)
+    bad.write_text("nodes: [1\n")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        load_profile(bad)
+
+
+# ------------------------------------------------------------------- fail fast, locally
+
+
+def test_missing_data_directory_fails_before_anything_is_submitted(tmp_path):
+    config = digits_config(tmp_path / "out", "data.dataset=cifar10", f"data.root={tmp_path / 'no_such_dir'}")
+    with pytest.raises(FileNotFoundError, match=r"data.root: the data directory '.*no_such_dir' of data set 'cifar10' "
+                                                r"does not exist; nothing was submitted"):
+        submit(config, LOCAL)
+    assert not (tmp_path / "out").exists()  # no job folder: sbatch never ran
+
+
+def test_other_problems_found_before_submission(tmp_path):
+    profile = load_profile(LOCAL)
+    config = digits_config(tmp_path, "data.batch_size=64")
+    with pytest.raises(ConfigError, match=r"data.batch_size: got 64, expected a multiple of the number of processes 3"):
+        check_before_submit(config, load_profile(LOCAL, ["tasks_per_node=3"]))
+    config.optim.lr = -1.0  # a config edited after loading is validated again
+    with pytest.raises(ConfigError, match=r"optim.lr: got -1.0"):
+        submit(config, LOCAL)
+    with pytest.raises(Exception, match="no_such_net"):
+        check_before_submit(digits_config(tmp_path, "model.backbone=no_such_net"), profile)
+    with pytest.raises(ConfigError, match="run.device: got 'cuda', but the profile asks for no GPUs"):
+        check_before_submit(digits_config(tmp_path, "run.device=cuda"), profile)
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"already holds a checkpoint .* pass run.resume=true"):
+        check_before_submit(digits_config(tmp_path), profile)
+    check_before_submit(digits_config(tmp_path, "run.resume=true"), profile)
+
+
+def test_training_job_runs_in_process_without_slurm(tmp_path):
+    """The callable itself, outside any job: one process, resume forced on."""
+    config = digits_config(tmp_path, "data.subset=200", "data.test_subset=100")
+    result = TrainingJob()(config.to_dict())
+    assert result["world_size"] == 1 and result["device"] == "cpu" and result["resumed_from"] is None
+    assert [r["round"] for r in result["rounds"]] == [0, 1]
+    again = TrainingJob()(config.to_dict())  # a "requeued" call finds the finished checkpoint
+    assert again["resumed_from"] == [2, 0] and again["rounds"] == result["rounds"]
+
+
+# ------------------------------------------------------------------ real jobs on SLURM
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_smoke_run_on_slurm_and_its_sbatch_script(cluster, tmp_path, capsys):
+    config = digits_config(tmp_path / "run", "data.subset=300", "data.test_subset=100", "name=and_smoke")
+    job = submit(config, LOCAL, ["timeout_min=7", "mem_gb=2", "additional_parameters.comment=and_smoke_test"],
+                 wait=True)
+    result = job_result(job)
+    assert [r["round"] for r in result["rounds"]] == [0, 1]
+    assert all(0.0 <= r["knn"] <= 1.0 for r in result["rounds"])
+    assert result["job_id"] == str(job.job_id) and result["world_size"] == 1 and result["restarts"] == 0
+    run = tmp_path / "run"
+    assert result["output_dir"] == str(run)
+    assert {"checkpoint.pt", "config.yaml", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+    assert [(m["round"], m["epoch"]) for m in metrics(run)] == [(0, 0), (1, 0)]
+
+    script = Path(job.paths.submission_file).read_text()
+    assert Path(job.paths.submission_file).parent == run / "slurm" / str(job.job_id)
+    for line in ("#SBATCH --partition=debug", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
+                 "#SBATCH --cpus-per-task=1", "#SBATCH --mem=2GB", "#SBATCH --time=7",
+                 "#SBATCH --comment=and_smoke_test", "#SBATCH --job-name=and_smoke", "#SBATCH --signal=USR2@90"):
+        assert line in script.splitlines(), line
+    assert "--kill-on-bad-exit=1" in script
+
+    printed = capsys.readouterr().err
+    assert f"Submitted job {job.job_id}" in printed
+    assert f"stdout:  {job.paths.stdout}" in printed and f"stderr:  {job.paths.stderr}" in printed
+    assert f"tail -f {job.paths.stdout} {job.paths.stderr}" in printed
+    assert f"squeue -j {job.job_id}" in printed
+    assert f"job {job.job_id} finished" in printed
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_failure_inside_the_job_reaches_the_user(cluster, tmp_path, capsys):
+    config = digits_config(tmp_path / "run", width=0)  # the backbone raises in the job
+    with pytest.raises(JobFailedError, match=r"SLURM job \d+ failed: ValueError: width must be an integer >= 1, got 0"):
+        submit(config, LOCAL, wait=True)
+    printed = capsys.readouterr().err
+    assert "failed" in printed and "width must be" in printed  # the job's error text, in this terminal
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(420)
+def test_preempted_job_is_requeued_and_ends_exactly_like_an_uninterrupted_run(cluster, tmp_path):
+    # 3 + 2 + 2 epochs, a few seconds each, deterministic
+    extra = ("run.deterministic=true", "optim.round0_epochs=3", "optim.epochs_per_round=2", "method.rounds=2")
+    preempted = tmp_path / "preempted"
+    job = submit(digits_config(preempted, *extra), LOCAL)
+
+    # interrupt once two epochs are checkpointed: mid-run, five epochs still to go
+    deadline = time.monotonic() + 120
+    while position(preempted) < (0, 2):
+        assert not job.done(), f"job {job.job_id} ended before it could be interrupted: {job.state}"
+        assert time.monotonic() < deadline, f"job {job.job_id} did not train 2 epochs in 120 s ({job.state})"
+        time.sleep(0.2)
+    job._interrupt()  # what SLURM does on preemption: SIGTERM, then USR2 to the job's processes
+    interrupted_at = position(preempted)
+
+    # meanwhile, the same run without interruption, in this process
+    straight = tmp_path / "straight"
+    try:
+        TrainingJob()(digits_config(straight, *extra).to_dict())
+    except BaseException:
+        subprocess.run(["scancel", str(job.job_id)], check=False)
+        raise
+
+    wait_done(job, timeout=300)  # the requeued job waits ~10 s (cred_expire) before it restarts
+    result = job_result(job)
+    log = job.paths.stdout.read_text() + job.paths.stderr.read_text()
+    assert result["restarts"] >= 1, f"the job was not requeued; its log:\n{log[-3000:]}"
+    assert result["resumed_from"] is not None, "the requeued job did not start from the checkpoint"
+    # it continued from the checkpoint written when (or just after) the signal came, not from the end
+    assert interrupted_at <= tuple(result["resumed_from"]) < (3, 0), (interrupted_at, result["resumed_from"])
+    assert "requeu" in log.lower()
+
+    a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(preempted / "checkpoint.pt")
+    assert a["position"] == b["position"] == (3, 0)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["memory_bank"]["bank"], b["memory_bank"]["bank"])
+    for key in ("anchor_mask", "neighbours", "entropy"):
+        assert torch.equal(a["curriculum"]["state"][key], b["curriculum"]["state"][key]), key
+    for slot, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][slot]["momentum_buffer"]), slot
+    assert [r["knn"] for r in a["round_records"]] == [r["knn"] for r in result["rounds"]]
+    # every epoch logged; an epoch interrupted before its checkpoint was logged again, identically
+    by_epoch = {(m["round"], m["epoch"]): m["loss"] for m in metrics(preempted)}
+    assert by_epoch == {(m["round"], m["epoch"]): m["loss"] for m in metrics(straight)}
+
+
+@pytest.mark.slurm
+@pytest.mark.distributed
+@pytest.mark.timeout(420)
+def test_two_process_slurm_job_equals_one_process(cluster, tmp_path):
+    """2 tasks (gloo, set up from the SLURM environment) x batch 16 == 1 process x batch 32."""
+    import job_components  # noqa: F401  (registers tiny_nobn and tiny_blobs here too)
+
+    extra = ("data.dataset=tiny_blobs", "model.backbone=tiny_nobn", "data.batch_size=32",
+             "run.deterministic=true",
+             "optim.round0_epochs=2", "method.rounds=2", "eval.knn_k=10")
+    job = submit(digits_config(tmp_path / "ddp", *extra, width=None), LOCAL, ["tasks_per_node=2", "cpus_per_task=1"],
+                 imports=[JOB_COMPONENTS])
+    try:
+        single = TrainingJob()(digits_config(tmp_path / "single", *extra, width=None).to_dict())
+    except BaseException:
+        subprocess.run(["scancel", str(job.job_id)], check=False)
+        raise
+    wait_done(job, timeout=360)
+    result = job_result(job)
+    assert result["world_size"] == 2 and result["device"] == "cpu"
+    assert "#SBATCH --ntasks-per-node=2" in Path(job.paths.submission_file).read_text()
+
+    a, b = load_checkpoint(tmp_path / "single" / "checkpoint.pt"), load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    assert torch.allclose(a["memory_bank"]["bank"], b["memory_bank"]["bank"], atol=1e-5, rtol=0)
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], atol=1e-5, rtol=0), key
+    losses = [m["loss"] for m in metrics(tmp_path / "ddp")]
+    assert len(losses) == 4
+    assert losses == pytest.approx([m["loss"] for m in metrics(tmp_path / "single")], abs=1e-5, rel=0)
+    assert [r.get("anchors") for r in result["rounds"]] == [r.get("anchors") for r in single["rounds"]] == [None, 50, 100]
+
+
+@pytest.mark.slurm
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_a_failure_on_one_rank_ends_the_whole_job_with_its_reason(cluster, tmp_path):
+    """Rank 0 would otherwise wait for rank 1 in a collective until the distributed timeout."""
+    config = digits_config(tmp_path / "run", "data.dataset=tiny_blobs", "model.backbone=fails_on_rank1",
+                           "data.batch_size=32", width=None)
+    started = time.monotonic()
+    with pytest.raises(JobFailedError, match=r"failed: RuntimeError: rank 1 cannot build its backbone") as error:
+        submit(config, LOCAL, ["tasks_per_node=2"], wait=True, imports=[JOB_COMPONENTS])
+    assert "--- task 1:" in str(error.value)
+    assert time.monotonic() - started < 240
