@@ -40,7 +40,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["ReportingCallback", "plot_run", "probe_table", "summary_table", "table_text", "write_rounds_csv"]
+__all__ = ["ReportingCallback", "default_console", "plot_run", "probe_table", "summary_table", "table_text", "write_rounds_csv"]
 
 CSV_COLUMNS = ("round", "knn", "knn_bank", "anchors", "anchor_fraction", "consistency", "consistent", "inconsistent")
 
@@ -103,6 +103,12 @@ def table_text(table: Table, width: int = 140) -> str:
     text = console.export_text()
     console.file.close()
     return text
+
+
+def default_console() -> Console:
+    """A console on stdout; 120 columns when stdout is not a terminal (logs, SLURM output files)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
 
 
 def write_rounds_csv(rounds: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -284,7 +290,7 @@ class ReportingCallback:
             self._plot(trainer, "summary.png", None)
         write_rounds_csv(result.rounds, directory / "rounds.csv")
         if self.table:
-            console = self.console or Console()
+            console = self.console or default_console()
             console.print(summary_table(result.rounds, title=f"{trainer.config.name}: AND per round"))
             console.print(f"run directory: {directory} (metrics.jsonl, rounds.csv, plots/, checkpoint.pt)",
                           markup=False, soft_wrap=True)

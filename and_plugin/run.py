@@ -29,7 +29,7 @@ from .build import RunParts, build_run
 from .config import Config, ConfigError
 from .distributed import is_distributed, is_main_process
 from .evaluation.linear import check_probe_layers, linear_probe
-from .reporting import ReportingCallback, probe_table
+from .reporting import ReportingCallback, default_console, probe_table
 from .trainer import METRICS_NAME, FitResult, Trainer
 
 __all__ = ["PROBE_NAME", "run_training"]
@@ -106,7 +106,5 @@ def _linear_probes(trainer: Trainer, parts: RunParts, report: bool) -> dict[str,
     with open(Path(trainer.output_dir) / METRICS_NAME, "a") as file:
         file.write(json.dumps({"kind": "linear_probe", "round": last_round, "layers": results}) + "\n")
     if report:
-        from rich.console import Console
-
-        Console().print(probe_table(results, title=f"{config.name}: linear probes (frozen backbone)"))
+        default_console().print(probe_table(results, title=f"{config.name}: linear probes (frozen backbone)"))
     return results
