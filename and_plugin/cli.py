@@ -33,8 +33,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .config import Config, ConfigError, load_config, merge
 
 __all__ = ["SMOKE", "build_parser", "main", "recipe_config", "run_recipe", "smoke_settings"]
@@ -68,16 +66,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--wait", action="store_true", help="with --slurm: wait for the job to end")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, applied last")
     return parser
-
-
-def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"config file {str(file)!r} does not exist")
-    data = yaml.safe_load(file.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(file)!r}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def smoke_settings(data: dict[str, Any]) -> dict[str, Any]:
@@ -155,9 +143,9 @@ def recipe_config(recipe: str | os.PathLike[str] | dict[str, Any], argv: list[st
 
 
 def _resolve(recipe: str | os.PathLike[str] | dict[str, Any], args: argparse.Namespace) -> Config:
-    data = dict(recipe) if isinstance(recipe, dict) else _read_yaml(recipe)
+    data = load_config(recipe).to_dict()
     for extra in args.config:
-        data = merge(data, _read_yaml(extra))
+        data = load_config(extra, base=data).to_dict()
     if args.smoke:
         data = merge(data, smoke_settings(data))
     run: dict[str, Any] = {}

@@ -101,7 +101,7 @@ def test_schedules_and_their_errors():
         [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     assert [_lr_at("cosine", 0.1, s, 100, 0, 10) for s in (0, 50, 100)] == pytest.approx([0.1, 0.05, 0.0])
     x, y = blobs(4, 0)
-    with pytest.raises(ValueError, match=r"schedule: got 'linear', expected one of \['cosine', 'step'\]"):
+    with pytest.raises(ValueError, match=r"schedule must be one of \['cosine', 'step'\], got 'linear'"):
         fit_linear_classifier(x, y, 3, schedule="linear")
-    with pytest.raises(ValueError, match="epochs: got 0, expected an integer >= 1"):
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         fit_linear_classifier(x, y, 3, epochs=0)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from and_plugin._validation import check_int_at_least
 from and_plugin.data.base import IndexedDataset
 from and_plugin.data.datasets import DATASET_INFO, ArrayImageDataset, DatasetInfo, _finish, _split
 from and_plugin.registry import DATASETS
@@ -42,8 +43,7 @@ DATASET_INFO["synthetic"] = DatasetInfo(
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"synthetic: {name} must be an integer >= {minimum}, got {value!r}")
+    check_int_at_least(f"synthetic: {name}", int(value) if isinstance(value, np.integer) else value, minimum)
     return int(value)
 
 

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .._validation import check_choice, check_int_at_least, check_positive
 from ..progress import progress_bar
 
 __all__ = [
@@ -193,12 +194,9 @@ class LinearProbeResult:
 
 
 def _check_schedule(schedule: str, epochs: int, lr: float) -> None:
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule: got {schedule!r}, expected one of {list(SCHEDULES)}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: got {epochs!r}, expected an integer >= 1")
-    if not lr > 0:
-        raise ValueError(f"lr: got {lr!r}, expected a number > 0")
+    check_choice("schedule", schedule, SCHEDULES)
+    check_int_at_least("epochs", epochs, 1)
+    check_positive("lr", lr)
 
 
 def _lr_at(schedule: str, lr: float, step: int, total_steps: int, epoch: int, epochs: int) -> float:
