@@ -554,8 +554,12 @@ def _failure_reason(text: str, fallback: str) -> str:
 
 
 def job_result(job: submitit.Job) -> Any:
-    """The result of rank 0 of a job with one or several tasks (raises the job's error)."""
-    return job.results()[0]
+    """The result of rank 0 of a job with one or several tasks (raises the job's error).
+
+    Only rank 0's result is read: after a requeue the other ranks' result files may still be
+    those of the interrupted attempt (which lost its connection to rank 0) until they finish.
+    """
+    return job.task(0).result()
 
 
 def wait_for(job: submitit.Job, console: Any = None, poll_s: float = 2.0) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from slurm_utils import wait_done
 
 from and_plugin import ConfigError, load_config
@@ -166,27 +167,34 @@ def test_training_job_runs_in_process_without_slurm(tmp_path):
 
 
 @pytest.mark.slurm
-@pytest.mark.timeout(300)
-def test_smoke_run_on_slurm_and_its_sbatch_script(cluster, tmp_path, capsys):
-    config = digits_config(tmp_path / "run", "data.subset=300", "data.test_subset=100", "name=and_smoke")
-    job = submit(config, LOCAL, ["timeout_min=7", "mem_gb=2", "additional_parameters.comment=and_smoke_test"],
-                 wait=True)
-    result = job_result(job)
-    assert [r["round"] for r in result["rounds"]] == [0, 1]
-    assert all(0.0 <= r["knn"] <= 1.0 for r in result["rounds"])
-    assert result["job_id"] == str(job.job_id) and result["world_size"] == 1 and result["restarts"] == 0
-    run = tmp_path / "run"
-    assert result["output_dir"] == str(run)
-    assert {"checkpoint.pt", "config.yaml", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
-    assert [(m["round"], m["epoch"]) for m in metrics(run)] == [(0, 0), (1, 0)]
+@pytest.mark.timeout(400)
+def test_recipe_smoke_run_with_slurm_and_its_sbatch_script(cluster, tmp_path, capsys):
+    """python recipes/cifar10_alexnet.py --smoke --slurm --wait ..., through the recipes' CLI."""
+    from and_plugin.cli import run_recipe
 
-    script = Path(job.paths.submission_file).read_text()
-    assert Path(job.paths.submission_file).parent == run / "slurm" / str(job.job_id)
+    run = tmp_path / "run"
+    job = run_recipe(REPO / "recipes" / "configs" / "cifar10_alexnet.yaml", [
+        "--smoke", "--slurm", "--wait", "--output-dir", str(run), "--slurm-profile", "slurm/profiles/local.yaml",
+        "--slurm-set", "timeout_min=7", "--slurm-set", "mem_gb=2", "--slurm-set", "additional_parameters.comment=and_smoke",
+        "run.threads=1", "run.progress=false", "run.device=cpu", "eval.linear_probe=false",
+    ])
+    result = job_result(job)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert result["job_id"] == str(job.job_id) and result["world_size"] == 1 and result["restarts"] == 0
+    assert result["output_dir"] == str(run) and result["device"] == "cpu"
+    epochs = [m for m in metrics(run) if m["kind"] == "epoch"]
+    assert [r["round"] for r in result["rounds"]] == sorted({m["round"] for m in epochs})
+    assert all(0.0 <= r["knn"] <= 1.0 for r in result["rounds"])
+    assert {"checkpoint.pt", "config.yaml", "metrics.jsonl"} <= {p.name for p in run.iterdir()}
+
+    submission = Path(job.paths.submission_file)
+    assert submission.parent == run / "slurm" / str(job.job_id)
+    script = submission.read_text().splitlines()
     for line in ("#SBATCH --partition=debug", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
-                 "#SBATCH --cpus-per-task=1", "#SBATCH --mem=2GB", "#SBATCH --time=7",
-                 "#SBATCH --comment=and_smoke_test", "#SBATCH --job-name=and_smoke", "#SBATCH --signal=USR2@90"):
-        assert line in script.splitlines(), line
-    assert "--kill-on-bad-exit=1" in script
+                 "#SBATCH --cpus-per-task=1", "#SBATCH --mem=2GB", "#SBATCH --time=7", "#SBATCH --comment=and_smoke",
+                 f"#SBATCH --job-name={config['name']}", "#SBATCH --signal=USR2@90"):
+        assert line in script, line
+    assert any(line.startswith("srun ") and "--kill-on-bad-exit=1" in line for line in script)
 
     printed = capsys.readouterr().err
     assert f"Submitted job {job.job_id}" in printed
@@ -253,6 +261,31 @@ def test_preempted_job_is_requeued_and_ends_exactly_like_an_uninterrupted_run(cl
     # every epoch logged; an epoch interrupted before its checkpoint was logged again, identically
     by_epoch = {(m["round"], m["epoch"]): m["loss"] for m in metrics(preempted)}
     assert by_epoch == {(m["round"], m["epoch"]): m["loss"] for m in metrics(straight)}
+
+
+@pytest.mark.slurm
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+def test_preempted_two_process_job_is_requeued_and_finishes(cluster, tmp_path):
+    """Rank 0 checkpoints and requeues; rank 1 (which only logs the signal) is ended with the job."""
+    run = tmp_path / "run"
+    extra = ("run.deterministic=true", "optim.round0_epochs=3", "optim.epochs_per_round=2", "method.rounds=2")
+    job = submit(digits_config(run, *extra), LOCAL, ["tasks_per_node=2"])
+    deadline = time.monotonic() + 180
+    while position(run) < (0, 2):
+        assert not job.done(), f"job {job.job_id} ended before it could be interrupted: {job.state}"
+        assert time.monotonic() < deadline, f"job {job.job_id} did not train 2 epochs in 180 s ({job.state})"
+        time.sleep(0.2)
+    job._interrupt()
+    interrupted_at = position(run)
+    wait_done(job, timeout=400)
+    result = job_result(job)
+    assert result["world_size"] == 2 and result["restarts"] >= 1
+    assert interrupted_at <= tuple(result["resumed_from"]) < (3, 0)
+    assert position(run) == (3, 0)
+    assert {(m["round"], m["epoch"]) for m in metrics(run) if m["kind"] == "epoch"} == {
+        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1)}
 
 
 @pytest.mark.slurm
