@@ -20,7 +20,7 @@ identically (the shuffling and augmentation of an epoch depend on (seed, round, 
 
 Example:
     >>> from and_plugin.launcher import load_profile
-    >>> profile = load_profile("slurm/profiles/local.yaml", ["cpus_per_task=2"])
+    >>> profile = load_profile("local", ["cpus_per_task=2"])  # slurm/profiles/local.yaml
     >>> profile.partition, profile.cpus_per_task, profile.world_size
     ('debug', 2, 1)
 """

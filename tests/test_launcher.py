@@ -124,6 +124,15 @@ def test_profile_file_errors(tmp_path):
         load_profile(bad)
 
 
+def test_module_doctest():
+    import doctest
+
+    from and_plugin import launcher
+
+    result = doctest.testmod(launcher)
+    assert result.attempted >= 1 and result.failed == 0
+
+
 # ------------------------------------------------------------------- fail fast, locally
 
 
