@@ -1,0 +1,330 @@
+"""The docs are tested like code.
+
+1. Every ```` ```python ```` block of every page under ``docs/`` runs, each page's blocks in
+   order in one namespace, in a temporary working directory. A block is skipped only when the
+   line before it is ``<!-- no-test: <reason> -->``; that set is kept tiny (checked below).
+   A page whose first line is ``<!-- docs-test: slurm -->`` needs the SLURM cluster: its test
+   is marked ``slurm`` and skips when ``sinfo`` finds no usable node.
+2. Every parameter table announced by ``<!-- params: dotted.path -->`` lists exactly the
+   parameters of that callable, with their real defaults, so the pages cannot drift.
+3. (marker ``docs``) The site builds with warnings as errors, the main pages exist, search and
+   code highlighting are there, and no internal link or anchor is broken.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import html.parser
+import importlib
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.relative_to(DOCS).parts)
+NO_TEST = re.compile(r"^<!--\s*no-test:\s*(?P<reason>\S.*?)\s*-->$")
+PAGE_MARK = re.compile(r"^<!--\s*docs-test:\s*(?P<marks>[\w ,]+?)\s*-->$")
+PARAMS = re.compile(r"^<!--\s*params:\s*(?P<target>[\w.]+)\s*-->$")
+MAX_SKIPPED_BLOCKS = 3
+
+
+@dataclass
+class Block:
+    page: Path
+    line: int  # 1-based line of the first code line
+    code: str
+    skip_reason: str | None
+
+
+def python_blocks(page: Path) -> list[Block]:
+    """The ```python fenced blocks of a Markdown page, with their no-test reasons."""
+    lines = page.read_text().splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        opening = re.match(r"^(`{3,})python\s*$", lines[i])
+        if not opening:
+            i += 1
+            continue
+        fence = opening.group(1)
+        previous = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        marker = NO_TEST.match(previous)
+        start = i + 1
+        end = start
+        while end < len(lines) and not re.match(rf"^{fence}\s*$", lines[end]):
+            end += 1
+        if end == len(lines):
+            raise AssertionError(f"{page}:{i + 1}: unclosed ```python block")
+        blocks.append(Block(page, start + 1, "\n".join(lines[start:end]) + "\n", marker and marker.group("reason")))
+        i = end + 1
+    return blocks
+
+
+def page_marks(page: Path) -> list[str]:
+    first = page.read_text().splitlines()[:1]
+    match = PAGE_MARK.match(first[0].strip()) if first else None
+    return re.split(r"[ ,]+", match.group("marks")) if match else []
+
+
+def _page_param(page: Path):
+    marks = [getattr(pytest.mark, name) for name in page_marks(page)]
+    return pytest.param(page, id=str(page.relative_to(DOCS)), marks=marks)
+
+
+RUNNABLE = [p for p in PAGES if any(b.skip_reason is None for b in python_blocks(p))]
+
+
+@functools.cache
+def _slurm_unavailable_reason() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "sinfo not on PATH; start the local cluster: bash slurm/local_cluster.sh install && ... start"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], check=False, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"sinfo failed: {error}"
+    if out.returncode != 0 or not set(out.stdout.split()) & {"idle", "mix", "alloc"}:
+        return f"no usable SLURM node (sinfo: {out.stdout.strip() or out.stderr.strip()})"
+    return None
+
+
+def test_pages_exist_and_blocks_parse():
+    assert PAGES, f"no Markdown pages under {DOCS}"
+    for page in PAGES:
+        for block in python_blocks(page):
+            compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
+
+
+def test_skipped_blocks_are_few_and_explained():
+    skipped = [f"{b.page.relative_to(DOCS)}:{b.line} ({b.skip_reason})"
+               for p in PAGES for b in python_blocks(p) if b.skip_reason is not None]
+    assert len(skipped) <= MAX_SKIPPED_BLOCKS, f"too many <!-- no-test --> blocks: {skipped}"
+
+
+@pytest.mark.parametrize("page", [_page_param(p) for p in RUNNABLE])
+def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs a page's python blocks in order, in one namespace, in an empty working directory."""
+    if "slurm" in page_marks(page):
+        reason = _slurm_unavailable_reason()
+        if reason:
+            pytest.skip(reason)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    for block in python_blocks(page):
+        if block.skip_reason is not None:
+            continue
+        # Leading newlines make traceback line numbers those of the .md file.
+        code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
+        exec(code, namespace)  # noqa: S102 - running the documentation is the point
+
+
+# ----------------------------------------------------------------------------- parameter tables
+
+
+def _resolve(target: str):
+    parts = target.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(target)
+
+
+def _documented_parameters(page: Path) -> list[tuple[str, int, dict[str, str]]]:
+    """(target, line, {parameter: default cell}) for every announced table of a page."""
+    lines = page.read_text().splitlines()
+    tables = []
+    for i, line in enumerate(lines):
+        match = PARAMS.match(line.strip())
+        if not match:
+            continue
+        rows: dict[str, str] = {}
+        j = i + 1
+        while j < len(lines) and not lines[j].startswith("|"):
+            j += 1
+        for row in lines[j + 2 :]:  # skip the header and the |---| line
+            if not row.startswith("|"):
+                break
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            rows[cells[0].strip("`")] = cells[1]
+        tables.append((match.group("target"), i + 1, rows))
+    return tables
+
+
+REQUIRED = inspect.Parameter.empty
+
+
+def _expected_parameters(obj) -> dict[str, object]:
+    """``{name: default or REQUIRED}``; ``*args``/``**kwargs`` keep their stars."""
+    signature = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
+    out: dict[str, object] = {}
+    for name, param in signature.parameters.items():
+        if name == "self":
+            continue
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            out[f"**{name}"] = "—"
+        elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+            out[f"*{name}"] = "—"
+        else:
+            out[name] = param.default
+    return out
+
+
+def _same_default(cell: str, default: object) -> bool:
+    text = cell.strip().strip("`")
+    if default is None and text == "None":
+        return True
+    try:
+        return ast.literal_eval(text) == default and type(ast.literal_eval(text)) is type(default)
+    except (ValueError, SyntaxError):
+        return text == str(default)
+
+
+PARAM_TABLES = [(p, t) for p in PAGES for t in _documented_parameters(p)]
+
+
+def test_parameter_tables_are_announced():
+    assert PARAM_TABLES, "no <!-- params: ... --> tables found"
+
+
+@pytest.mark.parametrize(
+    ("page", "table"), PARAM_TABLES, ids=[f"{p.relative_to(DOCS)}:{t[0]}" for p, t in PARAM_TABLES]
+)
+def test_parameter_table_matches_signature(page: Path, table) -> None:
+    target, line, rows = table
+    expected = _expected_parameters(_resolve(target))
+    where = f"{page.relative_to(REPO)}:{line} ({target})"
+    assert list(rows) == list(expected), f"{where}: parameters documented {list(rows)}, signature has {list(expected)}"
+    for name, default in expected.items():
+        cell = rows[name]
+        if name.startswith("*"):
+            continue
+        if default is REQUIRED and cell == "required":
+            continue
+        if default is REQUIRED:
+            pytest.fail(f"{where}: {name} is required, the table says {cell!r}")
+        assert cell != "required", f"{where}: {name} has default {default!r}, the table says required"
+        assert _same_default(cell, default), f"{where}: {name} defaults to {default!r}, the table says {cell}"
+
+
+# ------------------------------------------------------------------------------- the built site
+
+BUILD = DOCS / "_build" / "html"
+MAIN_PAGES = [
+    "index.html",
+    "overview.html",
+    "getting-started.html",
+    "components/memory-bank.html",
+    "components/loss.html",
+    "components/miner.html",
+    "components/curriculum.html",
+    "components/evaluation.html",
+    "components/backbones.html",
+    "components/datasets.html",
+    "components/trainer.html",
+    "components/launcher.html",
+    "recipes.html",
+    "howto/pml-miner.html",
+    "howto/custom-backbone.html",
+    "howto/slurm.html",
+    "configuration.html",
+    "api/index.html",
+    "changelog.html",
+    "search.html",
+    "genindex.html",
+]
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """The built site in docs/_build/html, built from scratch with warnings as errors, unless
+    AND_DOCS_PREBUILT=1 says the build there is current (e.g. ``make docs`` just ran)."""
+    if os.environ.get("AND_DOCS_PREBUILT") == "1":
+        if not (BUILD / "index.html").is_file():
+            pytest.fail(f"AND_DOCS_PREBUILT=1 but {BUILD}/index.html does not exist; run `make docs`")
+        return BUILD
+    # From scratch: Sphinx keeps stale pages an incremental build does not rewrite (viewcode's
+    # source pages, pages of deleted documents), and those would hide or fake broken links.
+    shutil.rmtree(BUILD.parent, ignore_errors=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(BUILD)],
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=1800,
+    )
+    assert result.returncode == 0, f"sphinx build failed:\n{result.stdout[-5000:]}\n{result.stderr[-10000:]}"
+    return BUILD
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+        self.highlighted = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.add(values["id"])  # type: ignore[arg-type]
+        if tag == "a" and values.get("name"):
+            self.ids.add(values["name"])  # type: ignore[arg-type]
+        for key in ("href", "src"):
+            if values.get(key) and tag in ("a", "img", "link", "script"):
+                self.links.append(values[key])  # type: ignore[arg-type]
+        if tag == "span" and values.get("class") in ("k", "kn", "nn", "nf", "s2", "mi", "o", "n"):
+            self.highlighted += 1
+
+
+@functools.cache
+def _parse(path: Path) -> _Links:
+    parser = _Links()
+    parser.feed(path.read_text(errors="replace"))
+    return parser
+
+
+@pytest.mark.docs
+def test_main_pages_search_and_highlighting(site: Path) -> None:
+    missing = [p for p in MAIN_PAGES if not (site / p).is_file()]
+    assert not missing, f"pages missing from the built site: {missing}"
+    index = (site / "searchindex.js").read_text()
+    for term in ("memori", "neighbourhood", "anchor", "curriculum", "slurm", "andminer"):
+        assert term in index.lower(), f"search index lacks {term!r}"
+    for page in ("components/memory-bank.html", "howto/pml-miner.html"):
+        assert _parse(site / page).highlighted > 10, f"{page}: no Pygments-highlighted code"
+    assert "MathJax" in (site / "components/loss.html").read_text() or "mathjax" in (site / "components/loss.html").read_text()
+
+
+@pytest.mark.docs
+def test_no_broken_internal_links(site: Path) -> None:
+    broken: list[str] = []
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) >= len(MAIN_PAGES)
+    for page in pages:
+        for link in _parse(page).links:
+            parsed = urllib.parse.urlsplit(link)
+            if parsed.scheme or link.startswith("//"):
+                continue  # external (MathJax's CDN, GitHub): not checked offline
+            target = page if not parsed.path else (page.parent / urllib.parse.unquote(parsed.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                broken.append(f"{page.relative_to(site)} → {link} (no such file)")
+                continue
+            fragment = urllib.parse.unquote(parsed.fragment)
+            if fragment and target.suffix == ".html" and fragment not in _parse(target).ids:
+                broken.append(f"{page.relative_to(site)} → {link} (no such anchor)")
+    assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:50])
