@@ -328,3 +328,27 @@ def test_no_broken_internal_links(site: Path) -> None:
             if fragment and target.suffix == ".html" and fragment not in _parse(target).ids:
                 broken.append(f"{page.relative_to(site)} → {link} (no such anchor)")
     assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:50])
+
+
+def _browser() -> str | None:
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+
+
+@pytest.mark.docs
+def test_search_works_in_a_headless_browser(site: Path) -> None:
+    """Loads search.html in headless Chromium, lets its JavaScript run, reads the results."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    url = (site / "search.html").resolve().as_uri() + "?q=neighbourhood+loss"
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=20000",
+         "--dump-dom", url],
+        check=False, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = re.search(r"found (\d+) pages? matching", result.stdout)
+    assert found and int(found.group(1)) > 0, f"no search results in the rendered page:\n{result.stdout[-3000:]}"
+    assert 'href="components/loss.html' in result.stdout
+    assert 'href="components/memory-bank.html"' in result.stdout  # the navigation sidebar

@@ -87,7 +87,8 @@ def yaml_value(value: Any) -> str:
 
 
 def cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text safe inside a Markdown table cell: no column breaks, no raw HTML (``<name>``)."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
 
 def section_markdown(prefix: str, cls: type, location: str) -> list[str]:
