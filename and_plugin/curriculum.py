@@ -123,7 +123,7 @@ def entropy_and_neighbours(
     The similarity matrix is symmetric, so it is computed in square tiles (I, J) with I ≤ J only,
     each tile serving the rows of block I and (transposed) those of block J: half the matrix
     products of a row-by-row pass, and no N x N matrix. Every logit l_ij = x̃_i·x̃_j/τ is shifted by
-    one constant c = max_i |x̃_i|²/τ ≥ every logit, so exp(l_ij − c) is the same number for row i
+    one constant c = max_i ‖x̃_i‖²/τ ≥ every logit, so exp(l_ij − c) is the same number for row i
     and row j, and per row only Z_i = Σ_j e^(l_ij − c) and W_i = Σ_j e^(l_ij − c)(l_ij − c)
     accumulate; then H_i = log Z_i − W_i / Z_i (a bank whose row norms differ so much that the
     shared shift could underflow falls back to a row-block pass with a per-row maximum). For
