@@ -179,6 +179,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _malloc_trim() -> None:
+    """Hands glibc's freed heap pages back to the OS, so the resident set before a measurement
+    holds no reusable free memory that would hide new allocations."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class PeakMemory:
     """Peak extra memory of a block: CUDA allocator peak, or the process's peak RSS on the CPU."""
 
@@ -200,6 +211,7 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:  # noqa: PYI034
         gc.collect()
+        _malloc_trim()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -392,18 +404,20 @@ def bench_loss(plan: Plan, device: torch.device) -> list[dict[str, Any]]:
     rows = []
     for size in plan.loss_sizes:
         for dtype in (torch.float32, torch.bfloat16):
-            row = _measure_loss(size, dtype, plan.loss_repeats, device)
-            rows.append(row)
-            print(f"  loss  N={size:>9,} bank {row['bank_dtype']:8s} B={row['batch']}  {row['ms']:9.2f} ms/step"
-                  f"   peak extra {row['peak_extra_mb']:8.1f} MB", flush=True)
-            gc.collect()
+            for chunk in (None, 65_536):
+                row = _measure_loss(size, dtype, plan.loss_repeats, device, chunk)
+                rows.append(row)
+                print(f"  loss  N={size:>9,} bank {row['bank_dtype']:8s} B={row['batch']} {row['path']:16s} "
+                      f"{row['ms']:9.2f} ms/step   peak extra {row['peak_extra_mb']:8.1f} MB", flush=True)
+                gc.collect()
     return rows
 
 
-def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.device, batch: int = 256) -> dict[str, Any]:
+def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.device, chunk: int | None,
+                  batch: int = 256) -> dict[str, Any]:
     bank = MemoryBank(size, 128, dtype=dtype, seed=0).to(device)
     state = random_round_state(size, device)
-    criterion = NeighbourhoodLoss(0.07)
+    criterion = NeighbourhoodLoss(0.07, chunk_size=chunk)
     generator = torch.Generator().manual_seed(1)
     features = F.normalize(torch.randn(batch, 128, generator=generator), dim=1).to(device).requires_grad_()
     indices = torch.randperm(size, generator=generator)[:batch].to(device)
@@ -416,7 +430,8 @@ def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.dev
     step()
     with PeakMemory(device) as memory:
         seconds = timed(step, device, 0, repeats)
-    return {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "batch": batch, "ms": seconds * 1e3,
+    return {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "batch": batch,
+            "path": "fused" if chunk is None else f"streamed {chunk:,}", "chunk_size": chunk, "ms": seconds * 1e3,
             "peak_extra_mb": memory.extra_mb, "memory_method": memory.method}
 
 
@@ -435,6 +450,8 @@ def bench_refresh(plan: Plan, device: torch.device) -> list[dict[str, Any]]:
                 sync(device)
                 seconds = time.perf_counter() - start
             row = {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
+                   "cpu_workers": max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
+                   if device.type == "cpu" else None,
                    "peak_extra_mb": memory.extra_mb, "memory_method": memory.method,
                    "bank_mb": bank.numel() * bank.element_size() / 2**20, "anchors": int(mask.sum())}
             rows.append(row)
@@ -513,9 +530,11 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["epochs"]:
         ratio = f"{r['ratio_to_bare']:.2f}" if r["ratio_to_bare"] is not None else "—"
         lines.append(f"| {r['label']} ({r['backbone']}) | {r['images']:,} | {r['batch']} | {r['images_per_s']:,.0f} | {ratio} |")
-    lines += ["", "## Loss step (forward + backward + bank update, B = 256)", "",
-              "| N | bank dtype | ms / step | peak extra MB |", "|---:|---|---:|---:|"]
-    lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r['ms']:.2f} | {r['peak_extra_mb']:.1f} |" for r in result["loss"]]
+    lines += ["", "## Loss step (NeighbourhoodLoss forward + backward + MemoryBank.update, B = 256, half anchors)", "",
+              "fused = chunk_size None (one fused attention kernel, no B x N tensor); streamed = chunk_size 65,536.", "",
+              "| N | bank dtype | path | ms / step | peak extra MB |", "|---:|---|---|---:|---:|"]
+    lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r['path']} | {r['ms']:.2f} | {r['peak_extra_mb']:.1f} |"
+              for r in result["loss"]]
     lines += ["", "## Curriculum refresh (entropy_and_neighbours + select_anchors)", "",
               "| N | bank dtype | seconds | peak extra MB | bank MB |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r['seconds']:.2f} | {r['peak_extra_mb']:.1f} | {r['bank_mb']:.0f} |"

@@ -601,7 +601,7 @@ class DeviceBatches:
         height, width = self._on_device.shape[-2:]
         total = sum(len(b) for b in batches)
         params = self.augment.sample_params(total, height, width, generator).to(self.device)
-        order = torch.tensor([i for b in batches for i in b], dtype=torch.long).to(self.device)
+        order = torch.cat([torch.tensor(b, dtype=torch.long) for b in batches]).to(self.device)
         start = 0
         for batch in batches:
             share = len(batch) // sampler.world_size
