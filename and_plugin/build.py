@@ -60,8 +60,11 @@ def build_datasets(config: Config) -> tuple[IndexedDataset, IndexedDataset, Inde
 
 
 def build_run(config: Config) -> RunParts:
-    """Backbone and the three data sets of a run."""
+    """Backbone and the three data sets of a run; the initial weights are drawn from ``run.seed``."""
+    from .trainer import seed_everything
+
     train_set, eval_train_set, test_set = build_datasets(config)
+    seed_everything(config.run.seed)
     return RunParts(build_model(config), train_set, eval_train_set, test_set)
 
 

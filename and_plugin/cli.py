@@ -186,12 +186,15 @@ def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = Non
 
 
 def main(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> Any:
-    """:func:`run_recipe` for scripts: a config error prints one line and exits with status 2."""
+    """:func:`run_recipe` for scripts: a config error prints one line and exits 2, a failed job exits 1."""
     try:
         return run_recipe(config_path, argv)
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RuntimeError as err:  # a failed SLURM job (JobFailedError) or no sbatch on PATH
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def _profile_path(profile: str) -> str:

@@ -269,8 +269,10 @@ class Trainer:
         if is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
-            if not resumed:
-                (self.output_dir / METRICS_NAME).unlink(missing_ok=True)
+            # On resume the file is rewritten from the checkpoint's history, so an epoch logged
+            # after the last checkpoint (then redone) does not appear twice.
+            with open(self.output_dir / METRICS_NAME, "w") as file:
+                file.writelines(json.dumps(record) + "\n" for record in (self.history if resumed else []))
         epochs_run = 0
         plan_index, epoch = self.position
         while plan_index < len(self.plan):

@@ -62,6 +62,21 @@ def test_resume_mid_round_is_exact(tmp_path):
     assert torch.equal(straight.curriculum.state.anchor_mask, resumed.curriculum.state.anchor_mask)
     assert [r["knn"] for r in straight.round_records] == [r["knn"] for r in resumed.round_records]
 
+    def log(run):
+        return [(r["round"], r["epoch"], r["loss"]) for r in map(json.loads, (tmp_path / run / "metrics.jsonl").open())]
+
+    assert log("b") == log("a")  # every epoch once, with the same losses
+
+
+def test_build_run_draws_initial_weights_from_the_seed(tmp_path):
+    from and_plugin.build import build_run
+
+    cfg = config(tmp_path, "data.dataset=digits", "model.backbone=small_cnn", "run.seed=3")
+    first = build_run(cfg).model.state_dict()
+    torch.rand(5)  # whatever the process drew before must not matter
+    second = build_run(cfg).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
 
 def test_random_round0_fills_bank_from_untrained_net(tmp_path):
     data = tiny_dataset()
