@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import html.parser
 import importlib
@@ -24,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ PARAMS = re.compile(r"^<!--\s*params:\s*(?P<target>[\w.]+)\s*-->$")
 MAX_SKIPPED_BLOCKS = 3
 
 
-@dataclass
+@dataclasses.dataclass
 class Block:
     page: Path
     line: int  # 1-based line of the first code line
@@ -129,6 +129,15 @@ def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         exec(code, namespace)  # noqa: S102 - running the documentation is the point
 
 
+def test_recipes_page_names_every_recipe_and_only_real_ones():
+    """docs/recipes.md and recipes/*.py stay in step: no stale command, no missing recipe."""
+    text = (DOCS / "recipes.md").read_text()
+    mentioned = set(re.findall(r"recipes/(\w+)\.py", text))
+    scripts = {p.stem for p in (REPO / "recipes").glob("*.py")}
+    assert mentioned <= scripts, f"recipes.md names recipes that do not exist: {sorted(mentioned - scripts)}"
+    assert scripts <= mentioned, f"recipes missing from recipes.md: {sorted(scripts - mentioned)}"
+
+
 # ----------------------------------------------------------------------------- parameter tables
 
 
@@ -182,6 +191,10 @@ def _expected_parameters(obj) -> dict[str, object]:
             out[f"*{name}"] = "—"
         else:
             out[name] = param.default
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj):  # <factory> defaults: the value they make
+        for field in dataclasses.fields(obj):
+            if field.default_factory is not dataclasses.MISSING and field.name in out:
+                out[field.name] = field.default_factory()
     return out
 
 
