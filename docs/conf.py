@@ -37,6 +37,7 @@ extensions = [
     "myst_parser",
     "and_config_reference",
     "and_xref_aliases",
+    "and_benchmark_results",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -75,6 +76,8 @@ html_title = f"and_plugin {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
 html_last_updated_fmt = None
+# Curly quotes and ellipses, but "--flag" stays two hyphens outside code spans too.
+smartquotes_action = "qe"
 pygments_style = "friendly"
 pygments_dark_style = "monokai"
 copybutton_prompt_text = r">>> |\.\.\. |\$ "

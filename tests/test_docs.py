@@ -252,6 +252,7 @@ MAIN_PAGES = [
     "components/trainer.html",
     "components/launcher.html",
     "recipes.html",
+    "performance.html",
     "howto/pml-miner.html",
     "howto/custom-backbone.html",
     "howto/slurm.html",
