@@ -117,6 +117,10 @@ def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         reason = _slurm_unavailable_reason()
         if reason:
             pytest.skip(reason)
+    from and_plugin import registry
+
+    for name in ("BACKBONES", "DATASETS", "LOSSES", "MINERS", "CURRICULA"):  # pages register their own
+        monkeypatch.setattr(getattr(registry, name), "_entries", dict(getattr(registry, name)._entries))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -24,7 +24,7 @@ def results_markdown(results: Path = RESULTS) -> str:
         return "*No benchmark results have been recorded yet* (`benchmarks/results/` is empty).\n"
     parts = []
     for path in files:
-        text = re.sub(r"^(#{1,3}) ", lambda m: "#" * (len(m.group(1)) + 3) + " ", path.read_text(), flags=re.M)
+        text = re.sub(r"^(#{1,3}) ", lambda m: "#" * (len(m.group(1)) + 3) + " ", path.read_text(), flags=re.MULTILINE)
         parts.append(f"### `benchmarks/results/{path.name}`\n\n{text.strip()}\n")
     return "\n".join(parts)
 
