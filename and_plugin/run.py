@@ -85,6 +85,7 @@ def _linear_probes(trainer: Trainer, parts: RunParts, report: bool) -> dict[str,
         except (OSError, ValueError):
             stored = {}
         if stored.get("key") == key:
+            _log_probes(trainer, stored["results"])  # the trainer rewrote metrics.jsonl on resume
             return stored["results"]
     probes = linear_probe(
         trainer.model,
@@ -102,9 +103,18 @@ def _linear_probes(trainer: Trainer, parts: RunParts, report: bool) -> dict[str,
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps({"key": key, "results": results}, indent=1))
     os.replace(temporary, path)
-    last_round = trainer.plan[-1][0] if trainer.plan else 0
-    with open(Path(trainer.output_dir) / METRICS_NAME, "a") as file:
-        file.write(json.dumps({"kind": "linear_probe", "round": last_round, "layers": results}) + "\n")
+    _log_probes(trainer, results)
     if report:
         default_console().print(probe_table(results, title=f"{config.name}: linear probes (frozen backbone)"))
     return results
+
+
+def _log_probes(trainer: Trainer, results: dict[str, dict[str, Any]]) -> None:
+    """Appends the probes' line to metrics.jsonl unless it is already there."""
+    path = Path(trainer.output_dir) / METRICS_NAME
+    last_round = trainer.plan[-1][0] if trainer.plan else 0
+    line = json.dumps({"kind": "linear_probe", "round": last_round, "layers": results}) + "\n"
+    existing = path.read_text() if path.exists() else ""
+    if line not in existing:
+        with open(path, "a") as file:
+            file.write(line)
