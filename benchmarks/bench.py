@@ -46,7 +46,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,23 +152,23 @@ def make_plan(args: argparse.Namespace, device: torch.device) -> Plan:
         return Plan(workloads, 3 if quick else 10, 10 if quick else 30, 50_000, epochs, sizes, 5 if quick else 20, sizes, notes)
     # CPU: the paper backbone is slow here (a few images/s per core), so the epoch runs use the
     # small CNN; the ratios are what matter.
-    workloads = [Workload("small_cnn", 128), Workload("small_cnn", 128, "bf16"), Workload("resnet18_cifar", 32)]
-    if full:
-        workloads += [Workload("resnet18_cifar", 128), Workload("small_cnn", 128, "fp32", True)]
+    workloads = [Workload("small_cnn", 128), Workload("small_cnn", 128, "bf16")]
+    if full:  # the paper backbone runs at ~10 images/s here: seconds per step, noisy on a shared machine
+        workloads += [Workload("resnet18_cifar", 32), Workload("resnet18_cifar", 128), Workload("small_cnn", 128, "fp32", True)]
     images = 1_024 if quick else 4_096
     epochs = [
         EpochRun("dataloader fp32", "small_cnn", 128, images, False),
         EpochRun("gpu_resident fp32", "small_cnn", 128, images, True),
     ]
     loss_sizes = [50_000, 200_000] + ([IMAGENET_N] if full or args.imagenet_refresh else [])
-    refresh_sizes = [50_000] + ([200_000] if full else [])
+    refresh_sizes = [50_000, 200_000]
     if args.imagenet_refresh:
         refresh_sizes.append(IMAGENET_N)
     else:
         notes.append(f"refresh at N = {IMAGENET_N:,} skipped on the CPU (hours on 2 cores); --imagenet-refresh runs it")
     if quick:
         refresh_sizes = [50_000]
-    return Plan(workloads, 1, 2 if quick else 4, 50_000, epochs, loss_sizes, 2 if quick else 3, refresh_sizes, notes)
+    return Plan(workloads, 1, 2 if quick else 6, 50_000, epochs, loss_sizes, 2 if quick else 3, refresh_sizes, notes)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -246,6 +246,14 @@ class PeakMemory:
             self.extra_mb = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - self._maxrss) / 2**20
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
     """Median seconds of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
@@ -259,6 +267,23 @@ def timed(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int
         times.append(time.perf_counter() - start)
     times.sort()
     return times[len(times) // 2]
+
+
+def timed_interleaved(fns: list[Callable[[], Any]], device: torch.device, warmup: int, repeats: int) -> list[float]:
+    """Median seconds of each function, their calls interleaved (a, b, a, b, ...) so that a load
+    change on a shared machine hits all of them alike and their ratio stays meaningful."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[k].append(time.perf_counter() - start)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def random_round_state(size: int, device: torch.device, fraction: float = 0.5, neighbours: int = 1, seed: int = 0) -> RoundState:
@@ -305,8 +330,9 @@ def bench_steps(plan: Plan, device: torch.device, miner: bool) -> list[dict[str,
     return rows
 
 
-def _measure_workload(work: Workload, plan: Plan, device: torch.device, bank: MemoryBank, state: RoundState,
-                      criterion: NeighbourhoodLoss, and_miner: Any) -> dict[str, Any]:
+def _measure_workload(work: Workload, plan: Plan, device: torch.device, bank: MemoryBank | None,
+                      state: RoundState | None, criterion: NeighbourhoodLoss | None, and_miner: Any,
+                      bare_only: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_backbone(work.backbone, embedding_dim=128).to(device)
     if work.channels_last:
@@ -340,8 +366,10 @@ def _measure_workload(work: Workload, plan: Plan, device: torch.device, bank: Me
             and_miner(features.detach().float(), indices, ref_emb=bank.bank[indices].float(), ref_labels=indices)
 
     warmup = plan.step_warmup + (3 if work.compile else 0)
-    t_bare = timed(bare, device, warmup, plan.step_repeats)
-    t_and = timed(and_step, device, warmup, plan.step_repeats)
+    if bare_only:
+        (t_bare,) = timed_interleaved([bare], device, warmup, plan.step_repeats)
+        return {"bare_images_per_s": work.batch / t_bare}
+    t_bare, t_and = timed_interleaved([bare, and_step], device, warmup, plan.step_repeats)
     return {
         "workload": work.name, **asdict(work), "bank_size": plan.bank_size,
         "bare_images_per_s": work.batch / t_bare, "and_images_per_s": work.batch / t_and,
@@ -384,25 +412,35 @@ def bench_epochs(plan: Plan, device: torch.device, steps: list[dict[str, Any]], 
             trainer._start_round(1)  # a neighbourhood round: anchors use the AN loss
             trainer.train_epoch(1, 0, 2)  # warm-up epoch (compile, allocator, caches)
             record = trainer.train_epoch(1, 1, 2)
-        bare = next((s for s in steps if s["backbone"] == run.backbone and s["batch"] == run.batch
-                     and s["precision"] == run.precision and s["channels_last"] == run.channels_last
-                     and s["compile"] == run.compile), None)
+        # The bare step of the same backbone, batch and precision, measured right after the epoch
+        # (a shared machine's load drifts); compiled runs reuse the step table.
+        work = Workload(run.backbone, run.batch, run.precision, run.channels_last, run.compile)
+        if run.compile:
+            bare_rate = next((s["bare_images_per_s"] for s in steps if s["workload"] == work.name), None)
+        else:
+            bare_rate = _measure_workload(work, replace(plan, step_repeats=max(2, plan.step_repeats // 2)), device,
+                                          None, None, None, None, bare_only=True)["bare_images_per_s"]
         row = {
             "label": run.label, **asdict(run), "images_per_s": record["images_per_s"], "seconds": record["seconds"],
-            "setup_s": setup, "bare_images_per_s": bare["bare_images_per_s"] if bare else None,
-            "ratio_to_bare": record["images_per_s"] / bare["bare_images_per_s"] if bare else None,
+            "setup_s": setup, "bare_images_per_s": bare_rate,
+            "ratio_to_bare": record["images_per_s"] / bare_rate if bare_rate else None,
         }
         rows.append(row)
-        ratio = f"   epoch/bare {row['ratio_to_bare']:.2f}" if bare else ""
+        ratio = f"   epoch/bare {row['ratio_to_bare']:.2f}" if bare_rate else ""
         print(f"  epoch {run.label:38s} {row['images_per_s']:9.0f} img/s   ({run.images} images, setup {setup:.1f} s){ratio}",
               flush=True)
     return rows
 
 
-def bench_loss(plan: Plan, device: torch.device) -> list[dict[str, Any]]:
+def bench_loss(plan: Plan, device: torch.device, baseline: bool = False) -> list[dict[str, Any]]:
     """NeighbourhoodLoss forward + backward + MemoryBank.update at B = 256."""
     rows = []
     for size in plan.loss_sizes:
+        if baseline and size == plan.loss_sizes[0]:
+            row = _measure_loss(size, torch.float32, plan.loss_repeats, device, None, plain=True)
+            rows.append(row)
+            print(f"  loss  N={size:>9,} bank float32  B={row['batch']} {row['path']:16s} {row['ms']:9.2f} ms/step"
+                  f"   peak extra {row['peak_extra_mb']:8.1f} MB", flush=True)
         for dtype in (torch.float32, torch.bfloat16):
             for chunk in (None, 65_536):
                 row = _measure_loss(size, dtype, plan.loss_repeats, device, chunk)
@@ -414,7 +452,7 @@ def bench_loss(plan: Plan, device: torch.device) -> list[dict[str, Any]]:
 
 
 def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.device, chunk: int | None,
-                  batch: int = 256) -> dict[str, Any]:
+                  batch: int = 256, plain: bool = False) -> dict[str, Any]:
     bank = MemoryBank(size, 128, dtype=dtype, seed=0).to(device)
     state = random_round_state(size, device)
     criterion = NeighbourhoodLoss(0.07, chunk_size=chunk)
@@ -427,35 +465,65 @@ def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.dev
         loss.backward()
         bank.update(indices, features)
 
-    step()
-    with PeakMemory(device) as memory:
-        seconds = timed(step, device, 0, repeats)
+    import and_plugin.loss as loss_module
+
+    fused = loss_module._fused_attention
+    if plain:  # the previous default: (B, N) logits, autograd through logsumexp
+        loss_module._fused_attention = lambda *args: None
+    try:
+        step()
+        with PeakMemory(device) as memory:
+            seconds = timed(step, device, 0, repeats)
+    finally:
+        loss_module._fused_attention = fused
+    path = "plain B x N (old)" if plain else "fused" if chunk is None else f"streamed {chunk:,}"
     return {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "batch": batch,
-            "path": "fused" if chunk is None else f"streamed {chunk:,}", "chunk_size": chunk, "ms": seconds * 1e3,
+            "path": path, "chunk_size": chunk, "ms": seconds * 1e3,
             "peak_extra_mb": memory.extra_mb, "memory_method": memory.method}
 
 
-def bench_refresh(plan: Plan, device: torch.device) -> list[dict[str, Any]]:
+def bench_refresh(plan: Plan, device: torch.device, baseline: bool = False) -> list[dict[str, Any]]:
     """entropy_and_neighbours + select_anchors (the round-start refresh) on a synthetic bank."""
     rows = []
+    if baseline:  # the previous algorithm (now the fallback): row blocks x all N, per-row logsumexp
+        from and_plugin.curriculum import _entropy_and_neighbours_rows
+
+        size = plan.refresh_sizes[0]
+        bank = unit_bank(size, 128, torch.float32, device)
+        budget = (2 << 30) if device.type == "cuda" else (256 << 20)
+        with PeakMemory(device) as memory:
+            sync(device)
+            start, cpu_start = time.perf_counter(), cpu_seconds()
+            entropy, _ = _entropy_and_neighbours_rows(bank, 0.1, 1, budget, torch.float32)
+            select_anchors(entropy, 0.5)
+            sync(device)
+            seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        rows.append({"n": size, "bank_dtype": "float32", "seconds": seconds, "cpu_seconds": cpu, "cpu_workers": None,
+                     "peak_extra_mb": memory.extra_mb, "memory_method": memory.method,
+                     "bank_mb": bank.numel() * 4 / 2**20, "anchors": None, "path": "row pass (old)"})
+        print(f"  refresh N={size:>9,} bank float32  row pass (old) {seconds:9.2f} s ({cpu:.1f} s CPU)   peak extra "
+              f"{memory.extra_mb:8.1f} MB", flush=True)
     for size in plan.refresh_sizes:
-        dtypes = (torch.float32, torch.bfloat16) if size <= 200_000 or device.type == "cuda" else (torch.bfloat16,)
+        # On the CPU, N > 50,000 runs once, with the bfloat16 bank of the large-scale setting (the
+        # float32 bank costs the same time: the refresh computes in float32 either way).
+        dtypes = (torch.float32, torch.bfloat16) if size <= 50_000 or device.type == "cuda" else (torch.bfloat16,)
         for dtype in dtypes:
             bank = unit_bank(size, 128, dtype, device)
             with PeakMemory(device) as memory:
                 sync(device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), cpu_seconds()
                 entropy, _nearest = entropy_and_neighbours(bank, 0.1, 1)
                 mask = select_anchors(entropy, 0.5)
                 sync(device)
-                seconds = time.perf_counter() - start
-            row = {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
+                seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+            row = {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "seconds": seconds, "path": "tiles",
+                   "cpu_seconds": cpu,
                    "cpu_workers": max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) // 2))
                    if device.type == "cpu" else None,
                    "peak_extra_mb": memory.extra_mb, "memory_method": memory.method,
                    "bank_mb": bank.numel() * bank.element_size() / 2**20, "anchors": int(mask.sum())}
             rows.append(row)
-            print(f"  refresh N={size:>9,} bank {row['bank_dtype']:8s} {seconds:9.2f} s   peak extra "
+            print(f"  refresh N={size:>9,} bank {row['bank_dtype']:8s} {seconds:9.2f} s ({cpu:.1f} s CPU)   peak extra "
                   f"{memory.extra_mb:8.1f} MB (bank itself {row['bank_mb']:.0f} MB)", flush=True)
             gc.collect()
     return rows
@@ -514,6 +582,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"- torch {m['torch']}, Python {m['python']}, device {m['device']}",
         f"- command: `{result['command']}`",
         *[f"- note: {n}" for n in result["notes"]],
+        (
+            "- timing: medians; bare and AND steps interleaved; each epoch's ratio uses a bare step measured "
+            "right after that epoch (other rows may be minutes apart on a shared machine)"
+        ),
         "",
         (
             "## Train step: bare backbone vs AND (random images on the device, bank N = "
@@ -536,8 +608,10 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r['path']} | {r['ms']:.2f} | {r['peak_extra_mb']:.1f} |"
               for r in result["loss"]]
     lines += ["", "## Curriculum refresh (entropy_and_neighbours + select_anchors)", "",
-              "| N | bank dtype | seconds | peak extra MB | bank MB |", "|---:|---|---:|---:|---:|"]
-    lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r['seconds']:.2f} | {r['peak_extra_mb']:.1f} | {r['bank_mb']:.0f} |"
+              "| N | bank dtype | path | seconds | CPU seconds | peak extra MB | bank MB |",
+              "|---:|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['n']:,} | {r['bank_dtype']} | {r.get('path', 'tiles')} | {r['seconds']:.2f} | "
+              f"{r.get('cpu_seconds', float('nan')):.1f} | {r['peak_extra_mb']:.1f} | {r['bank_mb']:.0f} |"
               for r in result["refresh"]]
     if result["loss"] or result["refresh"]:
         lines += ["", f"Memory measured as: {(result['loss'] or result['refresh'])[0]['memory_method']}."]
@@ -555,6 +629,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--imagenet-refresh", action="store_true", help=f"also run the N = {IMAGENET_N:,} refresh on the CPU")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile workloads")
     parser.add_argument("--miner", action="store_true", help="include an ANDMiner call in the AND step")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time the previous algorithms: the plain B x N loss and the row-pass refresh")
+    parser.add_argument("--tag", default="", help="appended to the results file name")
     parser.add_argument("--only", default="steps,epochs,loss,refresh", help="comma list of parts to run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     parser.add_argument("--no-save", action="store_true", help="print only")
@@ -578,8 +655,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  note: {note}")
     steps = bench_steps(plan, device, args.miner) if "steps" in parts else []
     epochs = bench_epochs(plan, device, steps, args.threads) if "epochs" in parts else []
-    loss = bench_loss(plan, device) if "loss" in parts else []
-    refresh = bench_refresh(plan, device) if "refresh" in parts else []
+    loss = bench_loss(plan, device, args.baseline) if "loss" in parts else []
+    refresh = bench_refresh(plan, device, args.baseline) if "refresh" in parts else []
     result = {
         "date": _dt.date.today().isoformat(),
         "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -591,7 +668,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not (args.ci or args.no_save):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{device.type}-{machine_slug(info)}-{result['date']}"
+        stem = out / f"{device.type}-{machine_slug(info)}-{result['date']}{'-' + args.tag if args.tag else ''}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
         stem.with_suffix(".md").write_text(markdown(result))
         print(f"wrote {stem}.json and .md")

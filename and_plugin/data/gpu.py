@@ -15,7 +15,9 @@ per-sample random parameters and no Python loop over the batch:
   factors uniform in [1 − s, 1 + s] and hue in [−h, h], clamped to [0, 1] after every step. The
   order of the four steps is drawn per sample, as torchvision draws it per call
   (``jitter_order="random"``, the default); ``"fixed"`` applies brightness, contrast, saturation,
-  hue in that order (about 4x cheaper, slightly different distribution).
+  hue in that order (a slightly different distribution; on accelerators a quarter of the hue
+  work, since the random order computes the hue step at all four positions and selects per
+  sample to avoid host syncs; on the CPU both cost the same).
 - RandomGrayscale(p): ITU-R 601 luma (0.2989, 0.587, 0.114), as torchvision; before or after the
   jitter as the preset says (after for CIFAR/SVHN, before for ImageNet).
 - Normalize(mean, std).
