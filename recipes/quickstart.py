@@ -23,7 +23,9 @@ from and_plugin.build import build_run
 QUICKSTART_DEFAULTS = {
     "name": "quickstart",
     "model": {"backbone": "small_cnn"},
-    "data": {"dataset": "digits", "batch_size": 64},
+    # gpu_resident keeps the uint8 images on the device (here the CPU) and augments whole
+    # batches at once: about 4x faster than per-image PIL work for these tiny images.
+    "data": {"dataset": "digits", "batch_size": 64, "gpu_resident": True},
     "method": {"temperature": 0.1, "memory_momentum": 0.5, "neighbours": 1, "rounds": 4},
     "eval": {"knn_k": 200, "knn_temperature": 0.1},
     "run": {"device": "cpu", "threads": 2},
