@@ -653,24 +653,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{info['torch_threads']} threads", flush=True)
     for note in plan.notes:
         print(f"  note: {note}")
-    steps = bench_steps(plan, device, args.miner) if "steps" in parts else []
-    epochs = bench_epochs(plan, device, steps, args.threads) if "epochs" in parts else []
-    loss = bench_loss(plan, device, args.baseline) if "loss" in parts else []
-    refresh = bench_refresh(plan, device, args.baseline) if "refresh" in parts else []
-    result = {
+    result: dict[str, Any] = {
         "date": _dt.date.today().isoformat(),
         "command": "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": info, "plan": asdict(plan), "notes": plan.notes,
-        "steps": steps, "epochs": epochs, "loss": loss, "refresh": refresh,
-        "total_seconds": time.perf_counter() - started,
+        "steps": [], "epochs": [], "loss": [], "refresh": [], "complete": False,
     }
-    print(f"done in {result['total_seconds']:.0f} s")
+    stem = None
     if not (args.ci or args.no_save):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"{device.type}-{machine_slug(info)}-{result['date']}{'-' + args.tag if args.tag else ''}"
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        stem.with_suffix(".md").write_text(markdown(result))
+
+    def save() -> None:  # after every part, so a run stopped by a time limit keeps what it measured
+        result["total_seconds"] = time.perf_counter() - started
+        if stem is not None:
+            stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+            stem.with_suffix(".md").write_text(markdown(result))
+
+    if "steps" in parts:
+        result["steps"] = bench_steps(plan, device, args.miner)
+        save()
+    if "epochs" in parts:
+        result["epochs"] = bench_epochs(plan, device, result["steps"], args.threads)
+        save()
+    if "loss" in parts:
+        result["loss"] = bench_loss(plan, device, args.baseline)
+        save()
+    if "refresh" in parts:
+        result["refresh"] = bench_refresh(plan, device, args.baseline)
+    result["complete"] = True
+    save()
+    print(f"done in {result['total_seconds']:.0f} s")
+    if stem is not None:
         print(f"wrote {stem}.json and .md")
     return result
 

@@ -96,7 +96,8 @@ results = sorted(glob.glob(os.path.join(out, "*.json")), key=os.path.getmtime)
 harness = [r for r in results if os.path.basename(r) not in ("paper.json", "fast.json")]
 if harness:
     h = json.load(open(harness[-1]))
-    print(f"\nharness ({h['machine'].get('gpu', h['machine']['cpu'])}, torch {h['machine']['torch']})")
+    print(f"\nharness ({h['machine'].get('gpu', h['machine']['cpu'])}, torch {h['machine']['torch']})"
+          + ("" if h.get("complete", True) else " -- stopped early by its time limit: partial"))
     print(f"{'train step':44s} {'bare img/s':>11s} {'AND img/s':>10s} {'AND/bare':>9s}")
     for r in h["steps"]:
         print(f"{r['workload']:44s} {r['bare_images_per_s']:11,.0f} {r['and_images_per_s']:10,.0f} {r['ratio']:9.2f}")
