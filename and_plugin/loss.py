@@ -11,6 +11,7 @@ computed in log space (never ``log(softmax(.))``), so any temperature is safe.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -81,6 +82,43 @@ def _fused_attention(features: Tensor, keys: Tensor, scale: float) -> tuple[Tens
     return lse.reshape(-1)[:batch].to(features.dtype), out.reshape(batch, -1)
 
 
+# (device type, dtype) -> whether the fused kernel agreed with the plain computation there.
+_FUSED_CHECKED: dict[tuple[str, torch.dtype], bool] = {}
+
+
+def _checked_fused_attention(features: Tensor, keys: Tensor, temperature: float) -> tuple[Tensor, Tensor] | None:
+    """:func:`_fused_attention`, verified once per (device type, dtype) against the plain path.
+
+    The kernels are private PyTorch ops whose outputs' layout could change between releases; on
+    the first call of each kind the result is compared with logsumexp/softmax of the plain
+    logits, and on a mismatch the fused path is switched off there (with a warning).
+    """
+    kind = (features.device.type, features.dtype)
+    if _FUSED_CHECKED.get(kind) is False:
+        return None
+    try:
+        fused = _fused_attention(features, keys, 1.0 / temperature)
+    except (RuntimeError, TypeError) as error:  # op missing or signature changed in this release
+        warnings.warn(f"fused bank log-sum-exp unavailable on {kind} ({error}); using the plain path")
+        _FUSED_CHECKED[kind] = False
+        return None
+    if fused is None or kind in _FUSED_CHECKED:
+        return fused
+    with torch.no_grad():
+        logits = features.detach().float() @ keys.float().T / temperature
+        lse = torch.logsumexp(logits, dim=1)
+        expected = torch.softmax(logits, dim=1) @ keys.float()
+        tolerance = 1e-3 if features.dtype == torch.float32 or features.dtype == torch.float64 else 5e-2
+        ok = torch.allclose(fused[0].float(), lse, rtol=tolerance, atol=tolerance) and torch.allclose(
+            fused[1].float(), expected, rtol=tolerance, atol=tolerance
+        )
+    _FUSED_CHECKED[kind] = ok
+    if not ok:
+        warnings.warn(f"fused bank log-sum-exp disagrees with the plain path on {kind}; using the plain path")
+        return None
+    return fused
+
+
 class _FusedBankLogSumExp(torch.autograd.Function):
     """logsumexp_k(x · M_k / τ) and its gradient (1/τ) Σ_k p_ik M_k from one fused kernel.
 
@@ -119,7 +157,7 @@ def bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_siz
     """
     if chunk_size is None:
         keys = bank.to(features.dtype)
-        fused = None if bank.requires_grad else _fused_attention(features, keys, 1.0 / temperature)
+        fused = None if bank.requires_grad else _checked_fused_attention(features, keys, temperature)
         if fused is not None:
             return _FusedBankLogSumExp.apply(features, fused[0], fused[1], temperature)
         return torch.logsumexp(features @ keys.T / temperature, dim=1)

@@ -168,3 +168,23 @@ def test_bad_shapes_and_indices_are_named():
         loss(unit(2, 3, 1), torch.tensor([1, 2]), bank)
     with pytest.raises(ValueError, match=r"indices must have shape \(2\), got \(3,\)"):
         loss(unit(2, 4, 1), torch.tensor([1, 2, 3]), bank)
+
+
+def test_fused_kernel_is_checked_once_and_dropped_on_mismatch(monkeypatch):
+    """A fused kernel whose output layout is wrong (a future PyTorch) must not change the loss."""
+    import and_plugin.loss as loss_module
+
+    bank = unit(30, 8, 11).float()
+    x = unit(4, 8, 12).float()
+    plain = torch.logsumexp(x @ bank.T / 0.1, dim=1)
+    real = loss_module._fused_attention
+    monkeypatch.setattr(loss_module, "_FUSED_CHECKED", {})
+    monkeypatch.setattr(loss_module, "_fused_attention", lambda f, k, s: tuple(t.flip(0) for t in real(f, k, s)))
+    with pytest.warns(UserWarning, match="disagrees with the plain path"):
+        got = loss_module.bank_logsumexp(x, bank, 0.1)
+    assert torch.allclose(got, plain, atol=1e-5)
+    assert loss_module._FUSED_CHECKED[("cpu", torch.float32)] is False
+    monkeypatch.setattr(loss_module, "_fused_attention", real)
+    monkeypatch.setattr(loss_module, "_FUSED_CHECKED", {})
+    assert torch.allclose(loss_module.bank_logsumexp(x, bank, 0.1), plain, atol=1e-5)
+    assert loss_module._FUSED_CHECKED[("cpu", torch.float32)] is True
