@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -157,6 +158,9 @@ class Trainer:
         if config.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(config.run.seed)
+        if config.run.precision == "bf16" and self.device.type == "cpu":
+            warnings.warn("run.precision='bf16' on the CPU: autocast bf16 was ~9x slower than fp32 on our CPU "
+                          "benchmark (benchmarks/results); the fast path is meant for GPUs")
 
         self.model = model.to(self.device)
         if config.run.channels_last:
