@@ -192,8 +192,12 @@ def main(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> 
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    except RuntimeError as err:  # a failed SLURM job (JobFailedError) or no sbatch on PATH
-        print(f"error: {err}", file=sys.stderr)
+    except RuntimeError as err:
+        from .launcher import JobFailedError
+
+        if not isinstance(err, JobFailedError):
+            raise  # a local training error keeps its traceback
+        print(f"error: {err}", file=sys.stderr)  # the job's own error text is in the message
         raise SystemExit(1) from None
 
 

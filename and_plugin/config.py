@@ -154,8 +154,9 @@ class OptimConfig:
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
         _require(self.epochs_per_round >= 1, "optim.epochs_per_round", self.epochs_per_round, "an integer >= 1")
         _require(
-            self.round0_epochs is None or self.round0_epochs >= 0,
-            "optim.round0_epochs", self.round0_epochs, "null or an integer >= 0",
+            self.round0_epochs is None or self.round0_epochs >= 1,
+            "optim.round0_epochs", self.round0_epochs,
+            "null or an integer >= 1 (to skip round 0 use method.round0=random)",
         )
         _require(
             self.lr_reference_batch is None or self.lr_reference_batch >= 1,

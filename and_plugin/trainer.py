@@ -262,7 +262,8 @@ class Trainer:
         """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
         if not (self.config.run.resume and self.checkpoint_path.exists()):
             return False
-        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location=self.device))
+        # Loaded on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest.
+        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location="cpu"))
         return True
 
     # --------------------------------------------------------------- training
@@ -316,6 +317,8 @@ class Trainer:
         if not self._bank_initialised:
             # round0 = "random": the bank is filled by the untrained network before discovery.
             self.bank.fill(self._features_of(self.eval_train_set or self.train_set))
+            if is_distributed():  # one bank for every rank, whatever the kernels did
+                dist.broadcast(self.bank.bank, src=0)
             self._bank_initialised = True
         state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
         if is_distributed():

@@ -40,6 +40,7 @@ def test_save_and_reload_round_trip(tmp_path):
         ("run.precision=fp16", r"run.precision: got 'fp16', expected one of \['fp32', 'bf16'\]"),
         ("optim.lr_milestones=[0.8, 0.4]", r"optim.lr_milestones: got \[0.8, 0.4\], expected increasing fractions"),
         ("run.resume=maybe", r"run.resume: got 'maybe' \(str\), expected bool"),
+        ("optim.round0_epochs=0", r"optim.round0_epochs: got 0, expected null or an integer >= 1 \(to skip round 0 use method.round0=random\)"),
     ],
 )
 def test_bad_values_are_named(override, message):
