@@ -128,7 +128,7 @@ def entropy_and_neighbours(
     accumulate; then H_i = log Z_i − W_i / Z_i (a bank whose row norms differ so much that the
     shared shift could underflow falls back to a row-block pass with a per-row maximum). For
     k = 1 each tile only records the best value and tile of every row (cheap max reductions); a
-    last pass finds the neighbour's index inside that tile. Ties go to the smallest index.
+    last pass finds the neighbour's index inside that tile. For k = 1, ties go to the smallest index (k > 1 keeps topk's unspecified tie order).
 
     Args:
         bank: Unit vectors, shape (N, d), any float dtype (computed in float32, or float64 for a
