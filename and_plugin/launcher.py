@@ -273,7 +273,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         import torch
         import torch.distributed as dist
 
-        from .trainer import seed_everything
+        from .run import run_training
 
         _import_user_modules(self.imports)
         config = config_from_dict(_with_resume(config_dict))
@@ -296,10 +296,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
             initialised_here = True
         try:
             resumed_from = _checkpoint_position(Path(config.run.output_dir))
-            # The initial weights are drawn while the run is built: make them a function of
-            # run.seed, not of whatever this process drew before (same on every rank).
-            seed_everything(config.run.seed)
-            result = _run_training(config)
+            result = run_training(config)  # build_run draws the initial weights from run.seed
         finally:
             if initialised_here and dist.is_initialized():
                 dist.destroy_process_group()
@@ -351,20 +348,6 @@ def _checkpoint_position(output_dir: Path) -> list[int] | None:
     if not path.is_file():
         return None
     return list(load_checkpoint(path)["position"])
-
-
-def _run_training(config: Config) -> Any:
-    try:
-        from .run import run_training
-    except ModuleNotFoundError as error:  # and_plugin.run not there: the same steps by hand
-        if error.name != f"{__package__}.run":
-            raise
-        from .build import build_run
-        from .trainer import Trainer
-
-        parts = build_run(config)
-        return Trainer(config, parts.model, parts.train_set, parts.eval_train_set, parts.test_set).fit()
-    return run_training(config)
 
 
 def _import_user_modules(imports: list[str]) -> None:
