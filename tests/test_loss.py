@@ -302,3 +302,31 @@ def test_a_training_step_has_one_host_sync(monkeypatch, chunk_size, with_round_s
     assert syncs.during(step) == 1
     features = F.normalize(torch.randn(32, 8), dim=1)
     assert syncs.during(lambda: bank.update(indices, features)) == 1
+
+
+def test_temperature_is_checked_where_it_enters_only(monkeypatch):
+    """The constructor checks τ once; the per-step forward never checks it again."""
+    import and_plugin.loss as loss_module
+
+    criterion = NeighbourhoodLoss(0.1)
+    calls = []
+    monkeypatch.setattr(loss_module, "check_positive", lambda *args: calls.append(args))
+    criterion(unit(2, 4, 1), torch.tensor([0, 1]), unit(5, 4, 2))
+    assert calls == []
+    neighbourhood_loss(unit(2, 4, 1), unit(5, 4, 2), torch.tensor([[0], [1]]), temperature=0.2)
+    assert calls == [("temperature", 0.2)]
+
+
+def test_public_functions_name_bad_input():
+    bank, x = unit(10, 4, 0), unit(2, 4, 1)
+    with pytest.raises(ValueError, match=r"positives must lie in \[0, 10\), got 12"):
+        neighbourhood_loss(x, bank, torch.tensor([[0, 12], [1, 2]]))
+    with pytest.raises(ValueError, match="positive_mask: every query needs at least one positive"):
+        neighbourhood_loss(x, bank, torch.tensor([[0], [1]]), torch.tensor([[True], [False]]))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        bank_logsumexp(x, bank, 0)
+    with pytest.raises(ValueError, match=r"reduction must be one of \['mean', 'sum', 'none'\], got 'max'"):
+        NeighbourhoodLoss()(x, torch.tensor([0, 1]), bank, reduction="max")
+    state = RoundState(1, torch.ones(8, dtype=torch.bool), torch.zeros(8, 1, dtype=torch.long), torch.zeros(8))
+    with pytest.raises(ValueError, match="round_state: it covers 8 samples but the bank has 10 rows"):
+        NeighbourhoodLoss()(x, torch.tensor([0, 1]), bank, state)
