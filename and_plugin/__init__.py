@@ -14,9 +14,16 @@ from . import backbones, data  # noqa: F401  (imported to fill the registries)
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
-from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from .curriculum import (
+    EntropyCurriculum,
+    RoundState,
+    entropy_and_neighbours,
+    neighbourhood_consistency,
+    reference_entropy_and_neighbours,
+    select_anchors,
+)
 from .evaluation import extract_features, knn_accuracy
-from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
+from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
 from .memory_bank import MemoryBank
 from .miner import ANDMiner
 from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
@@ -53,5 +60,7 @@ __all__ = [
     "load_config",
     "neighbourhood_consistency",
     "neighbourhood_loss",
+    "reference_bank_logsumexp",
+    "reference_entropy_and_neighbours",
     "select_anchors",
 ]

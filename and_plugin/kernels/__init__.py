@@ -11,5 +11,5 @@ those modules; nothing here is needed to understand the method.
   symmetric tiles with one shared shift, base-2 exponentials and CPU worker threads.
 - :mod:`.gather`: row gathers that refuse bad indices without a host synchronisation.
 
-Kernels import only torch and :mod:`and_plugin._validation`, never the modules that use them.
+Kernels import only torch and ``and_plugin._validation``, never the modules that use them.
 """

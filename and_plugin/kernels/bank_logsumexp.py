@@ -24,7 +24,7 @@ from torch import Tensor
 FUSED_CHECKED: dict[tuple[str, torch.dtype], bool] = {}
 
 
-class StreamingLogSumExp(torch.autograd.Function):
+class _StreamingLogSumExp(torch.autograd.Function):
     """logsumexp_k(x · M_k / τ) over the bank in chunks, keeping O(B x chunk) memory.
 
     Backward recomputes each chunk's softmax instead of storing the B x N logits:
@@ -56,7 +56,7 @@ class StreamingLogSumExp(torch.autograd.Function):
 
 def streamed_bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_size: int) -> Tensor:
     """lse of Eq 2, shape (B,), streaming over ``bank`` (N, d) in chunks of ``chunk_size`` rows."""
-    return StreamingLogSumExp.apply(features, bank, temperature, chunk_size)
+    return _StreamingLogSumExp.apply(features, bank, temperature, chunk_size)
 
 
 def fused_attention(features: Tensor, keys: Tensor, scale: float) -> tuple[Tensor, Tensor] | None:
@@ -123,7 +123,7 @@ def checked_fused_attention(
     return fused
 
 
-class FusedBankLogSumExp(torch.autograd.Function):
+class _FusedBankLogSumExp(torch.autograd.Function):
     """lse and its gradient (1/τ) Σ_k p_ik M_k, precomputed by the fused kernel.
 
     The forward pass saves only the (B, d) expectation; no B x N tensor exists at any time.
@@ -153,4 +153,4 @@ def fused_bank_logsumexp(features: Tensor, keys: Tensor, temperature: float, ref
     fused = checked_fused_attention(features, keys, temperature, reference)
     if fused is None:
         return None
-    return FusedBankLogSumExp.apply(features, fused[0], fused[1], temperature)
+    return _FusedBankLogSumExp.apply(features, fused[0], fused[1], temperature)

@@ -4,7 +4,7 @@
 check them costs a device-to-host copy per call. ``index_select`` refuses both out-of-range
 and negative indices inside the kernel (an IndexError on the CPU, a device-side assertion on
 CUDA), so the hot path checks the range for free; on the CPU the error is re-raised with the
-message of :func:`~and_plugin._validation.check_indices`.
+message of ``and_plugin._validation.check_indices``.
 """
 
 from __future__ import annotations
