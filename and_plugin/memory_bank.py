@@ -107,16 +107,17 @@ class MemoryBank(nn.Module):
         # Average repeated indices (x̄ per distinct index) without torch.unique, whose output
         # size would need a sync: sort, number the runs of equal indices, sum per run.
         indices, order = torch.sort(indices, stable=True)
-        features = features[order]
+        features = features.index_select(0, order)
         starts = torch.ones_like(indices, dtype=torch.bool)
         starts[1:] = indices[1:] != indices[:-1]
         run = starts.cumsum(0) - 1  # (B,), the run of every row
         sums = torch.zeros_like(features).index_add_(0, run, features)
-        counts = torch.zeros(indices.numel(), 1, device=features.device).index_add_(0, run, torch.ones_like(features[:, :1]))
-        mean = sums[run] / counts[run]  # rows of one index are equal, so the write below is order-free
+        counts = torch.zeros_like(features[:, 0]).index_add_(0, run, torch.ones_like(features[:, 0]))
+        mean = (sums / counts.clamp_min_(1).unsqueeze(1)).index_select(0, run)
         eta = self.memory_momentum
-        old = self.bank[indices].float()
-        self.bank[indices] = F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype)
+        old = self.bank.index_select(0, indices).float()
+        # Rows of one index are equal, so writing each of them leaves the same (order-free) result.
+        self.bank.index_copy_(0, indices, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype))
 
     @torch.no_grad()
     def fill(self, features: Tensor) -> None:
