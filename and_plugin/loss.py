@@ -153,8 +153,9 @@ def _neighbourhood_loss(
     positive_keys = select_rows(positives_name, bank, flat).view(batch, width, -1).to(features.dtype)  # (B, P, d)
     positive_logits = torch.einsum("bd,bpd->bp", features, positive_keys) / temperature
     positive_logits = positive_logits.masked_fill(~positive_mask.to(features.device), float("-inf"))
+    # L_i = logsumexp_k(x_i·x̃_k/τ) − logsumexp_{j∈P(i)}(x_i·x̃_j/τ) = −log Σ_{j∈P(i)} p_ij  (Eq 2, 3)
     losses = _bank_logsumexp(features, bank, temperature, chunk_size) - torch.logsumexp(positive_logits, dim=1)
-    if reduction == "mean":
+    if reduction == "mean":  # Eq 7 over the batch size, as the reference code does
         return losses.mean()
     if reduction == "sum":
         return losses.sum()
