@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.distances import CosineSimilarity
-from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.losses import BaseMetricLossFunction, CrossBatchMemory
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
@@ -69,7 +69,9 @@ class ANDLoss(BaseMetricLossFunction):
 
     Queries without a single positive are left out. The losses go to PML's reducer with
     reduction type "element" (``MeanReducer`` by default: Eq 7 divided by the batch size).
-    Embeddings are L2-normalised (the ``CosineSimilarity`` distance, the only one allowed).
+    Embeddings are L2-normalised (the ``CosineSimilarity`` distance, the only one allowed), and
+    so are the rows of any reference except a memory bank's (``ref_labels = arange(N)``), whose
+    rows Eq 8 keeps at unit length.
 
     Args:
         temperature: τ > 0.
@@ -163,15 +165,16 @@ class ANDLoss(BaseMetricLossFunction):
         keys = ref_emb.to(queries.dtype)
         if not self_reference and ref_emb is not embeddings:
             keys = keys.detach()
-        if self.distance.normalize_embeddings:
-            keys = F.normalize(keys, dim=1)
         state = self.current_state()
-        if indices_tuple is not None:
-            positive, allowed = self._pair_masks(indices_tuple, labels, ref_labels, embeddings.shape[0], keys.shape[0])
-        elif not self_reference and _is_arange(ref_labels) and int(labels.max()) < ref_labels.numel():
+        if indices_tuple is None and not self_reference and _is_arange(ref_labels) and int(labels.max()) < len(keys):
+            # The memory bank's layout: its rows are unit vectors already (Eq 8 normalises them).
             members, mask = positive_sets(state, labels.to(keys.device))
             losses = neighbourhood_loss(queries, keys, members, mask, self.temperature, self.chunk_size, "none")
             return self._element_losses(losses, torch.arange(len(losses), device=losses.device))
+        if self.distance.normalize_embeddings:
+            keys = F.normalize(keys, dim=1)
+        if indices_tuple is not None:
+            positive, allowed = self._pair_masks(indices_tuple, labels, ref_labels, embeddings.shape[0], keys.shape[0])
         else:
             members, mask = positive_sets(state, labels)
             query, rows, _ = related_rows(members, mask, ref_labels)
@@ -214,3 +217,17 @@ class ANDLoss(BaseMetricLossFunction):
 def _is_arange(labels: Tensor) -> bool:
     """Whether row j of the reference holds sample j (the memory bank's layout)."""
     return bool(torch.equal(labels, torch.arange(labels.numel(), device=labels.device, dtype=labels.dtype)))
+
+
+class ANDCrossBatchMemory(CrossBatchMemory):
+    """PML's ``CrossBatchMemory`` that also accepts :class:`ANDLoss` (PML keeps a list of losses).
+
+    The queue holds past embeddings with their dataset indices as labels, so several copies of
+    a sample can be in it; with ``miner=ANDMiner(...)`` every copy of a member of P(i) is a
+    positive, and the wrapper removes each query's own, just-enqueued copy, as it does for any
+    loss. Arguments are ``CrossBatchMemory``'s.
+    """
+
+    @staticmethod
+    def supported_losses() -> list[str]:
+        return CrossBatchMemory.supported_losses() + ["ANDLoss"]
