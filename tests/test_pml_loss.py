@@ -327,3 +327,35 @@ def test_short_training_with_an_unmodified_pml_loss_beats_the_untrained_network(
                 bank.update(indices, embeddings)
     trained = knn_of(model, plain, test)
     assert trained > untrained + 0.03, f"{name}: kNN {trained:.3f} after training, {untrained:.3f} untrained"
+
+
+# ------------------------------------------------------------------- the how-to's output
+
+
+def test_the_how_to_prints_what_it_shows_and_beats_the_untrained_network(monkeypatch, tmp_path, capsys):
+    """docs/howto/pml-miner.md: its python blocks print the ```text block after
+    ``<!-- expected-output -->`` (numbers within run-to-run noise: 1.5 points for percentages,
+    2 % otherwise); the page itself asserts the final kNN beats the untrained network's."""
+    import re
+    from pathlib import Path
+
+    from test_docs import python_blocks
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "howto" / "pml-miner.md"
+    text = page.read_text()
+    shown = re.search(r"<!-- expected-output -->\n```text\n(.*?)```", text, re.S).group(1).splitlines()
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for block in python_blocks(page):
+        exec(compile("\n" * (block.line - 1) + block.code, str(page), "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out.splitlines()
+    number = re.compile(r"-?\d+(?:\.\d+)?(%?)")
+    assert len(printed) == len(shown), printed
+    for got, want in zip(printed, shown):
+        assert number.sub("#", got) == number.sub("#", want), (got, want)
+        for g, w in zip(number.finditer(got), number.finditer(want)):
+            a, b = float(g.group().rstrip("%")), float(w.group().rstrip("%"))
+            tolerance = 1.5 if w.group(1) else 0.02 * abs(b)
+            assert abs(a - b) <= tolerance, (got, want)
+    final, untrained = (float(v) for v in re.findall(r"(\d+\.\d)%", shown[-1]))
+    assert final > untrained
