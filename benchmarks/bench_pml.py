@@ -4,7 +4,7 @@
 One step = (mining +) loss forward + backward for a batch of B unit features against an
 N-entry memory bank with half the samples anchors (k = 1), then ``MemoryBank.update``. The
 baseline, measured in the same run and interleaved with every other variant so machine load
-hits them alike, is :class:`~and_plugin.loss.NeighbourhoodLoss` (Eq 7 over the bank, fused).
+hits them alike (the order rotating every repeat), is :class:`~and_plugin.loss.NeighbourhoodLoss` (Eq 7 over the bank, fused).
 Variants: :class:`~and_plugin.pml_loss.ANDLoss` (the same objective as a PML loss) and five PML
 losses fed by ``ANDMiner`` with ``negatives="sampled"`` and ``"hardest"`` (``num_negatives``
 per query). ``negatives="all"`` (B x N pairs) is measured only with ``--all-negatives-n``, at a
@@ -93,13 +93,17 @@ def make_variants(size: int, batch: int, num_negatives: int, device: torch.devic
 
 
 def measure(variants: dict[str, Callable[[], dict[str, int]]], device: torch.device, repeats: int) -> list[dict[str, Any]]:
-    """Median time of every variant (calls interleaved), then each variant's peak extra memory."""
+    """Median time of every variant (calls interleaved, order rotated every repeat), then each
+    variant's peak extra memory."""
     import time
 
     pairs = {name: fn() for name, fn in variants.items()}  # warm-up
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
+    names = list(variants)
+    for repeat in range(repeats):
+        shift = repeat % len(names)  # rotate the order: no variant always runs first or after the same one
+        for name in names[shift:] + names[:shift]:
+            fn = variants[name]
             sync(device)
             start = time.perf_counter()
             fn()
