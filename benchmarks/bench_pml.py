@@ -123,13 +123,18 @@ def measure(variants: dict[str, Callable[[], dict[str, int]]], device: torch.dev
     return rows
 
 
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average")
+    return "n/a" if not load else " / ".join(f"{v:.1f}" for v in load)
+
+
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"# ANDMiner + PML losses vs NeighbourhoodLoss — {result['date']}",
         "",
         f"- machine: CPU {m['cpu']} ({m['cpu_cores']} cores, torch threads {m['torch_threads']}), "
-        f"device {m['device']}, torch {m['torch']}",
+        f"device {m['device']}, torch {m['torch']}; load average at start {_load(m)}",
         f"- command: `{result['command']}`",
         "- one step = (mining +) loss forward + backward + `MemoryBank.update`; half the samples anchors, k = 1; "
         "median of the interleaved repeats; ratios against `NeighbourhoodLoss` measured in the same run",
