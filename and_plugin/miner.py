@@ -158,8 +158,8 @@ class ANDMiner(BaseMiner):
         """
         device = embeddings.device
         self_reference = ref_labels is labels  # PML's test for "the batch is its own reference"
-        labels = labels.to(device)
-        ref_labels = ref_labels.to(device)
+        labels = labels.to(device, torch.long)
+        ref_labels = ref_labels.to(device, torch.long)
         members, mask = positive_sets(self.current_state(), labels)
         query, rows, is_self = related_rows(members, mask, ref_labels)
         keep = torch.ones_like(is_self) if self.include_self else ~is_self

@@ -19,7 +19,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
-from ._validation import check_int_at_least, check_positive
+from ._validation import check_indices, check_int_at_least, check_positive
 from .curriculum import EntropyCurriculum, RoundState
 from .loss import neighbourhood_loss
 from .memory_bank import MemoryBank
@@ -151,6 +151,8 @@ class ANDLoss(BaseMetricLossFunction):
             raise ValueError("labels: ANDLoss needs the batch's dataset indices as labels, got None")
         check_mining_inputs(embeddings, labels, ref_emb, ref_labels, self.current_state())
         if ref_emb is None and self.memory_bank is not None:
+            check_indices("labels", labels, self.memory_bank.size)
+            labels = labels.long()
             if self.update_bank and torch.is_grad_enabled() and embeddings.requires_grad:
                 embeddings = _WriteBankInBackward.apply(embeddings, labels, self.memory_bank)
             bank = self.memory_bank.bank

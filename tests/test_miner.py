@@ -83,6 +83,14 @@ def test_pairs_match_brute_force_against_any_reference(reference, include_self, 
     assert miner.num_pos_pairs == len(want_pos) and miner.num_neg_pairs == len(want_neg)
 
 
+def test_int32_labels_give_the_same_pairs():
+    emb, ref = torch.randn(3, 4), torch.randn(8, 4)
+    miner = ANDMiner(round_state=STATE, negatives="all")
+    wide = miner(emb, torch.tensor([1, 3, 6]), ref, REFERENCES["permuted"])
+    narrow = miner(emb, torch.tensor([1, 3, 6], dtype=torch.int32), ref, REFERENCES["permuted"].int())
+    assert all(torch.equal(a, b) for a, b in zip(wide, narrow))
+
+
 def test_a_queue_copy_of_a_positive_is_a_positive_never_a_negative():
     labels = torch.tensor([1])  # anchor 1: P = {1, 4, 5}
     ref_labels = torch.tensor([1, 7, 4, 1, 5, 4])

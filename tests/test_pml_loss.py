@@ -196,6 +196,8 @@ def test_bad_arguments():
         ANDLoss(TAU, distance=LpDistance())
     with pytest.raises(ValueError, match=r"ref_emb must have d = 4 columns like embeddings, got shape \(8, 3\)"):
         ANDLoss(TAU)(torch.randn(2, 4), torch.tensor([0, 1]), ref_emb=torch.randn(8, 3), ref_labels=torch.arange(8))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got 4"):
+        ANDLoss(TAU, memory_bank=MemoryBank(4, 2))(torch.randn(2, 2), torch.tensor([0, 4]))
     with pytest.raises(ValueError, match="discover: needs both curriculum= and memory_bank="):
         ANDLoss(TAU).discover(1)
 
