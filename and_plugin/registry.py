@@ -27,10 +27,12 @@ class Registry:
 
     Args:
         kind: What the registry holds ("backbone", "dataset", ...); used in error messages.
+        plural: The plural of ``kind`` in messages; ``kind + "s"`` by default.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural if plural is not None else kind + "s"
         self._entries: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str | None = None, *, force: bool = False) -> Callable[[T], T]:
@@ -71,7 +73,7 @@ class Registry:
             return self._entries[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}") from None
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         """Calls the object registered under ``name`` with ``kwargs``."""
@@ -96,6 +98,6 @@ class Registry:
 
 BACKBONES = Registry("backbone")
 DATASETS = Registry("dataset")
-LOSSES = Registry("loss")
+LOSSES = Registry("loss", "losses")
 MINERS = Registry("miner")
-CURRICULA = Registry("curriculum")
+CURRICULA = Registry("curriculum", "curricula")
