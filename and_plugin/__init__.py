@@ -7,7 +7,8 @@ The four AND components, each usable alone:
 - :class:`EntropyCurriculum` — neighbourhood discovery and anchor selection (Eq 1, 5, 6).
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 
-plus the :class:`Trainer` that runs Algorithm 1, the registries and the evaluators.
+plus :class:`ANDMethod` (the three together, for any training loop), the :class:`Trainer` that
+runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registries and the evaluators.
 """
 
 from . import backbones, data  # noqa: F401  (imported to fill the registries)
@@ -18,6 +19,7 @@ from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, n
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
 from .memory_bank import MemoryBank
+from .method import ANDMethod
 from .miner import ANDMiner
 from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
 from .sampling import GlobalBatchSampler
@@ -26,6 +28,7 @@ from .trainer import FitResult, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANDMethod",
     "ANDMiner",
     "Backbone",
     "build_backbone",

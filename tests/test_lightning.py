@@ -229,3 +229,18 @@ def test_lightning_ddp_keeps_one_bank_on_every_rank(tmp_path, kind):
     assert ranks[0]["round"] == ranks[1]["round"] == 2
     for key, value in ranks[0]["weights"].items():
         assert torch.equal(value, ranks[1]["weights"][key]), key
+
+
+def test_the_lightning_example_trains_and_prints(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "lightning_digits.py"
+    spec = importlib.util.spec_from_file_location("lightning_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    history = example.main(["--epochs-per-round", "1", "--rounds", "1", "--views", "2"])
+    assert [(r["epoch"], r["round"]) for r in history] == [(0, 0), (1, 1)]
+    out = capsys.readouterr().out
+    assert "1400 images, 2 view(s), plan [(0, 1), (1, 1)]" in out
+    assert f"kNN top-1 {100 * history[-1]['knn']:.1f} %" in out
