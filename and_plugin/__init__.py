@@ -8,7 +8,8 @@ The four AND components, each usable alone:
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
 
-plus the :class:`Trainer` that runs Algorithm 1, the registries and the evaluators.
+plus :class:`ANDMethod` (the three together, for any training loop), the :class:`Trainer` that
+runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registries and the evaluators.
 """
 
 from . import backbones, data  # noqa: F401  (imported to fill the registries)
@@ -26,6 +27,7 @@ from .curriculum import (
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
 from .memory_bank import MemoryBank
+from .method import ANDMethod
 from .miner import ANDMiner
 from .pml_loss import ANDLoss
 from .criteria import PMLCriterion, build_criterion
@@ -37,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ANDLoss",
+    "ANDMethod",
     "ANDMiner",
     "PMLCriterion",
     "build_criterion",

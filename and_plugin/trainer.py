@@ -4,11 +4,15 @@ Every round restarts the learning-rate schedule; weights, memory bank and optimi
 over. A checkpoint is written atomically after every epoch and ``run.resume`` continues exactly
 where it stopped (per-epoch seeding makes the shuffling and augmentation of every epoch a
 function of (seed, round, epoch) alone).
+
+The algorithm itself lives in :class:`~and_plugin.method.ANDMethod` (bank, loss, curriculum);
+the :class:`Trainer` is the loop around it, composed with small parts: the checkpoint file
+(:mod:`and_plugin.run_checkpoint`), the metrics log (:mod:`and_plugin.metrics_log`) and the kNN
+monitor (:mod:`and_plugin.evaluation.monitor`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -24,20 +28,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config
-from .criteria import build_criterion
 from .curriculum import EntropyCurriculum, RoundState
-from .distributed import broadcast_object, get_rank, get_world_size, is_distributed, is_main_process
-from .evaluation.knn import extract_features, knn_accuracy
-from .loss import NeighbourhoodLoss
+from .data.labels import targets_of
+from .distributed import get_rank, get_world_size, is_distributed, is_main_process
+from .evaluation.knn import extract_features
+from .evaluation.monitor import KNNMonitor
 from .memory_bank import MemoryBank
+from .method import ANDMethod, forward_views
+from .metrics_log import METRICS_NAME, MetricsLog
 from .progress import progress_bar
-from .registry import CURRICULA
+from .run_checkpoint import CHECKPOINT_NAME, RunCheckpoint, rng_state, set_rng_state
 from .sampling import GlobalBatchSampler
-
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
 
 
 class Callback(Protocol):
@@ -146,7 +148,7 @@ class Trainer:
         self.eval_train_set = eval_train_set
         self.test_set = test_set
         self.num_samples = len(train_set)  # type: ignore[arg-type]
-        self.labels = _targets_of(train_set)
+        self.labels = targets_of(train_set)
         method = config.method
         if method.neighbours >= self.num_samples:
             raise ValueError(
@@ -167,16 +169,9 @@ class Trainer:
         self.model = model.to(self.device)
         if config.run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.bank = MemoryBank(
-            self.num_samples,
-            _embedding_dim(model, config),
-            method.memory_momentum,
-            dtype=getattr(torch, method.bank_dtype),
-            seed=config.run.seed,
+        self.method = ANDMethod(
+            self.num_samples, _embedding_dim(model, config), method, seed=config.run.seed, labels=self.labels
         ).to(self.device)
-        self.curriculum = CURRICULA.build(method.curriculum, rounds=method.rounds, neighbours=method.neighbours,
-                                          temperature=method.temperature, selection=method.selection)
-        self.criterion = build_criterion(method, self.curriculum)  # method.loss / miner by name
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=config.optim.lr,
@@ -207,7 +202,24 @@ class Trainer:
         self.position = (0, 0)  # (index into plan, epoch within that round) of the next epoch to run
         self.history: list[dict[str, Any]] = []
         self.round_records: list[dict[str, Any]] = []
-        self._bank_initialised = False
+        self.checkpoint = RunCheckpoint(self.output_dir)
+        self.metrics = MetricsLog(self.output_dir, enabled=is_main_process())
+        ev = config.eval
+        self.monitor = KNNMonitor(test_set, eval_train_set, self.labels, ev.knn_k, ev.knn_temperature, ev.bank_knn,
+                                  batch_size=max(256, config.data.batch_size), num_workers=config.data.num_workers)
+
+    # The method's parts, as attributes of the trainer (reporting and tests read them).
+    @property
+    def bank(self) -> MemoryBank:
+        return self.method.bank
+
+    @property
+    def criterion(self) -> nn.Module:
+        return self.method.criterion
+
+    @property
+    def curriculum(self) -> EntropyCurriculum:
+        return self.method.curriculum
 
     # ------------------------------------------------------------------ state
 
@@ -216,18 +228,12 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "memory_bank": self.bank.state_dict(),
-            "curriculum": self.curriculum.state_dict(),
+            **self.method.state_dict(),  # memory_bank, curriculum, bank_initialised, round
             "position": self.position,
             "plan": self.plan,
             "history": self.history,
             "round_records": self.round_records,
-            "bank_initialised": self._bank_initialised,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "python": random.getstate(),
-            },
+            "rng": rng_state(),
             "config": self.config.to_dict(),
         }
 
@@ -239,34 +245,26 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.bank.load_state_dict(state["memory_bank"])
-        self.curriculum.load_state_dict(state["curriculum"])
-        if self.curriculum.state is not None:
-            self.curriculum.state = self.curriculum.state.to(self.device)
+        self.method.load_state_dict(state)
         self.position = tuple(state["position"])  # type: ignore[assignment]
         self.history = list(state["history"])
         self.round_records = list(state["round_records"])
-        self._bank_initialised = bool(state["bank_initialised"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        random.setstate(state["rng"]["python"])
+        set_rng_state(state["rng"])
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.output_dir / CHECKPOINT_NAME
+        return self.checkpoint.path
 
     def save(self) -> None:
         """Writes the checkpoint (rank 0 only; every rank holds the same state)."""
-        if is_main_process():
-            save_checkpoint(self.state_dict(), self.checkpoint_path)
+        self.checkpoint.save(self.state_dict())
 
     def maybe_resume(self) -> bool:
         """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
-        if not (self.config.run.resume and self.checkpoint_path.exists()):
+        state = self.checkpoint.load() if self.config.run.resume else None
+        if state is None:
             return False
-        # Loaded on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest.
-        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location="cpu"))
+        self.load_state_dict(state)
         return True
 
     # --------------------------------------------------------------- training
@@ -277,10 +275,7 @@ class Trainer:
         if is_main_process():
             self.output_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.output_dir / "config.yaml")
-            # On resume the file is rewritten from the checkpoint's history, so an epoch logged
-            # after the last checkpoint (then redone) does not appear twice.
-            with open(self.output_dir / METRICS_NAME, "w") as file:
-                file.writelines(json.dumps(record) + "\n" for record in (self.history if resumed else []))
+        self.metrics.reset(self.history if resumed else [])
         epochs_run = 0
         plan_index, epoch = self.position
         while plan_index < len(self.plan):
@@ -313,20 +308,8 @@ class Trainer:
         return result
 
     def _start_round(self, round_index: int) -> None:
-        if round_index == 0:
-            self.curriculum.state = None
-            self._bank_initialised = True
-            return
-        if not self._bank_initialised:
-            # round0 = "random": the bank is filled by the untrained network before discovery.
-            self.bank.fill(self._features_of(self.eval_train_set or self.train_set))
-            if is_distributed():  # one bank for every rank, whatever the kernels did
-                dist.broadcast(self.bank.bank, src=0)
-            self._bank_initialised = True
-        state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
-        if is_distributed():
-            state = broadcast_object(state.to("cpu"))  # type: ignore[assignment]
-            self.curriculum.state = state.to(self.device)  # type: ignore[union-attr]
+        # round0 = "random": the bank is filled by the untrained network before discovery.
+        self.method.start_round(round_index, lambda: self._features_of(self.eval_train_set or self.train_set))
 
     def train_epoch(self, round_index: int, epoch: int, epochs_in_round: int) -> dict[str, Any]:
         """One epoch of Eq 7 + Eq 8 over the training set. Returns the epoch's metrics."""
@@ -337,7 +320,6 @@ class Trainer:
         lr = learning_rate(config, epoch, epochs_in_round)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        state = self.curriculum.state if round_index > 0 else None
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if config.run.precision == "bf16" else nullcontext()
         )
@@ -349,12 +331,12 @@ class Trainer:
         with progress_bar(len(self.sampler), description, enabled=config.run.progress and is_main_process()) as advance:
             for images, indices in self._batches(global_epoch):
                 with autocast:
-                    features = self.train_model(images)
-                loss = self.criterion(features.float(), indices, self.bank, state)
+                    features = forward_views(self.train_model, images)  # (B, d), or one per view
+                loss = self.method.loss(features, indices)  # Eq 7
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                self.bank.update(indices, features)
+                self.method.update_bank(features, indices)  # Eq 8
                 loss_sum += loss.detach().double() * len(indices)
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
@@ -374,7 +356,7 @@ class Trainer:
             "seconds": elapsed,
         }
 
-    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor | list[Tensor], Tensor]]:
         """This rank's training batches of one epoch, ``(images, indices)`` on the device.
 
         Both sources follow ``self.sampler`` (same global batches, same rank slices): the
@@ -385,7 +367,8 @@ class Trainer:
             epoch: The sampler epoch (never repeats across rounds).
 
         Yields:
-            Images (B, C, H, W), channels-last with ``run.channels_last``, and indices (B,).
+            Images (B, C, H, W), channels-last with ``run.channels_last``, or a list of them
+            (one per view, from a multi-view transform such as lightly's), and indices (B,).
         """
         channels_last = self.config.run.channels_last
         if self.device_batches is not None:
@@ -399,10 +382,10 @@ class Trainer:
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=False,
             )
-            batches = ((x.to(self.device, non_blocking=True), i.to(self.device)) for x, _targets, i in loader)
+            batches = ((_to_device(x, self.device), i.to(self.device)) for x, _targets, i in loader)
         for images, indices in batches:
             if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
+                images = _channels_last(images)
             yield images, indices
 
     # ------------------------------------------------------------- evaluation
@@ -413,8 +396,7 @@ class Trainer:
         return features.to(self.device)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=max(256, self.config.data.batch_size), shuffle=False,
-                          num_workers=self.config.data.num_workers)
+        return self.monitor.loader(dataset)
 
     def evaluate(self) -> dict[str, Any]:
         """Weighted kNN top-1 on the test set, with recomputed training features and with the bank.
@@ -422,20 +404,7 @@ class Trainer:
         The recomputed number is the honest one (training images through the test transform);
         the bank number is what the reference code prints. Never used to select checkpoints.
         """
-        if self.test_set is None:
-            return {}
-        ev = self.config.eval
-        test_features, test_labels = extract_features(self.model, self._eval_loader(self.test_set), self.device)
-        num_classes = _num_classes(self.test_set, test_labels, self.labels)
-        out: dict[str, Any] = {}
-        if self.eval_train_set is not None:
-            train_features, train_labels = extract_features(self.model, self._eval_loader(self.eval_train_set), self.device)
-            out["knn"] = knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes,
-                                      ev.knn_k, ev.knn_temperature)
-        if ev.bank_knn and self.labels is not None:
-            out["knn_bank"] = knn_accuracy(self.bank.bank.float().cpu(), self.labels.cpu(), test_features, test_labels,
-                                           num_classes, ev.knn_k, ev.knn_temperature)
-        return out
+        return self.monitor.evaluate(self.model, self.bank.bank, self.device)
 
     def _end_of_round_eval(self, round_index: int) -> dict[str, Any]:
         record: dict[str, Any] = {}
@@ -463,27 +432,36 @@ class Trainer:
         self.history.append(record)
         if not is_main_process():
             return
-        with open(self.output_dir / METRICS_NAME, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        self.metrics.append(record)
         for callback in self.callbacks:
             if hasattr(callback, "on_epoch_end"):
                 callback.on_epoch_end(self, record)
 
 
-def _targets_of(dataset: Dataset) -> Tensor | None:
-    targets = getattr(dataset, "targets", None)
-    return None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+def _to_device(images: Tensor | list[Tensor], device: torch.device) -> Tensor | list[Tensor]:
+    if isinstance(images, (list, tuple)):
+        return [view.to(device, non_blocking=True) for view in images]
+    return images.to(device, non_blocking=True)
 
 
-def _num_classes(dataset: Dataset, *labels: Tensor | None) -> int:
-    count = getattr(dataset, "num_classes", None)
-    if count:
-        return int(count)
-    return int(max(int(l.max()) for l in labels if l is not None)) + 1
+def _channels_last(images: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+    if isinstance(images, (list, tuple)):
+        return [view.contiguous(memory_format=torch.channels_last) for view in images]
+    return images.contiguous(memory_format=torch.channels_last)
 
 
 def _embedding_dim(model: nn.Module, config: Config) -> int:
     return int(getattr(model, "embedding_dim", config.model.embedding_dim))
 
 
-__all__ = ["Callback", "FitResult", "Trainer", "learning_rate", "resolve_device", "round_plan", "seed_everything"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "METRICS_NAME",
+    "Callback",
+    "FitResult",
+    "Trainer",
+    "learning_rate",
+    "resolve_device",
+    "round_plan",
+    "seed_everything",
+]

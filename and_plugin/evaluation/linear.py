@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._validation import check_choice, check_int_at_least, check_positive
+from ..data.labels import targets_of
 from ..progress import progress_bar
 
 __all__ = [
@@ -324,11 +325,6 @@ def _moments(features: Tensor) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
-def _labels_of(dataset: Dataset) -> Tensor | None:
-    targets = getattr(dataset, "targets", None)
-    return None if targets is None else torch.as_tensor(targets, dtype=torch.long)
-
-
 @torch.no_grad()
 def _layer_dims(model: nn.Module, dataset: Dataset, layers: Sequence[str], device: torch.device, max_dim: int) -> dict[str, int]:
     image = dataset[0][0]
@@ -412,7 +408,7 @@ def linear_probe(
     if num_classes is None:
         num_classes = getattr(test_set, "num_classes", None) or getattr(train_set, "num_classes", None)
         if not num_classes:
-            known = [l for l in (_labels_of(train_set), _labels_of(test_set)) if l is not None]
+            known = [l for l in (targets_of(train_set), targets_of(test_set)) if l is not None]
             if not known:
                 raise ValueError("num_classes: not given and the data sets have neither num_classes nor targets")
             num_classes = int(max(int(l.max()) for l in known)) + 1

@@ -1,0 +1,283 @@
+"""AND as a PyTorch Lightning module: train it with an unmodified ``pl.Trainer``.
+
+:class:`ANDModule` wraps any backbone around the same :class:`~and_plugin.method.ANDMethod`
+our :class:`~and_plugin.trainer.Trainer` runs, so a lightly user keeps their transforms, data
+and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
+
+- batches are ``(images, targets, indices)`` (``indices`` address the bank; wrap any data set
+  with :class:`~and_plugin.data.base.IndexedDataset`); ``images`` may be a list of views (lightly's
+  ``MultiViewTransform``, ``SimCLRTransform``, ...): every view takes the loss, the bank gets one
+  write per sample (see :mod:`and_plugin.method`);
+- rounds advance at epoch boundaries: the plan of :func:`~and_plugin.trainer.round_plan`
+  (round 0, then R rounds of ``optim.epochs_per_round`` epochs); set
+  ``pl.Trainer(max_epochs=module.total_epochs)``;
+- the bank is updated after every optimiser step (``on_train_batch_end``); under a
+  data-parallel strategy (``strategy="ddp"``) the update all-gathers the global batch's features
+  and indices, so every rank holds the same bank, and discovery is broadcast from rank 0;
+- the bank, the round and its anchors/neighbours travel in Lightning checkpoints
+  (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
+- :class:`KNNMonitor` is a callback logging weighted-kNN top-1 (lightly's ``knn_predict``).
+
+Example:
+    >>> import pytorch_lightning as pl  # doctest: +SKIP
+    >>> module = ANDModule(backbone, num_samples=len(dataset), config=config)  # doctest: +SKIP
+    >>> pl.Trainer(max_epochs=module.total_epochs).fit(module, loader)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .config import Config, load_config
+from .method import ANDMethod, forward_views
+from .trainer import learning_rate, round_plan
+
+#: Key of the method's state (bank, curriculum, round) in a Lightning checkpoint.
+CHECKPOINT_KEY = "and_method"
+
+
+class ANDModule(pl.LightningModule):
+    """A ``LightningModule`` that trains ``backbone`` with AND.
+
+    Args:
+        backbone: Images (B, C, H, W) → features (B, d).
+        num_samples: N, the number of training images (bank rows).
+        config: ``method.*`` (AND), ``optim.*`` (SGD and the per-round schedule) and
+            ``run.seed`` (the bank's initial vectors) are read; defaults of
+            :func:`~and_plugin.config.load_config` when None.
+        embedding_dim: d; ``backbone.embedding_dim`` or ``config.model.embedding_dim`` when None.
+        labels: Classes (N,), only to report anchor-neighbourhood consistency.
+        bank_update: With several views: "mean" (re-normalised mean of the views) or "first".
+        normalize: L2-normalise the backbone's output (leave True unless it already does).
+        bank_init_data: Data set (items ``(image, target, index)``) whose features fill the bank
+            before the first discovery when round 0 is skipped (``method.round0=random``); the
+            training data set when None.
+        lr_schedule: "paper" sets the SGD learning rate at every epoch from the per-round step
+            schedule (restarting every round); None leaves the optimiser's lr alone (use your
+            own ``configure_optimizers`` and schedulers).
+
+    Attributes:
+        method: The :class:`~and_plugin.method.ANDMethod` (bank, criterion, curriculum).
+        plan: ``[(round, epochs), ...]`` of the run.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_samples: int,
+        config: Config | None = None,
+        embedding_dim: int | None = None,
+        labels: Tensor | None = None,
+        bank_update: str = "mean",
+        normalize: bool = True,
+        bank_init_data: Dataset | None = None,
+        lr_schedule: str | None = "paper",
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in ("paper", None):
+            raise ValueError(f"lr_schedule must be 'paper' or None, got {lr_schedule!r}")
+        self.backbone = backbone
+        self.and_config = (config if config is not None else load_config(None, [])).validate()
+        dim = embedding_dim or int(getattr(backbone, "embedding_dim", self.and_config.model.embedding_dim))
+        self.method = ANDMethod(num_samples, dim, self.and_config.method, seed=self.and_config.run.seed,
+                                labels=labels, bank_update=bank_update)
+        self.normalize = normalize
+        self.bank_init_data = bank_init_data
+        self.lr_schedule = lr_schedule
+        self.plan = round_plan(self.and_config)
+        self._epochs = [(r, e, n) for r, n in self.plan for e in range(n)]
+        self._pending: tuple[Any, Tensor] | None = None
+
+    # ------------------------------------------------------------------ plan
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole plan: pass it as ``pl.Trainer(max_epochs=...)``."""
+        return len(self._epochs)
+
+    def round_position(self, epoch: int) -> tuple[int, int, int]:
+        """``(round, epoch within the round, epochs of the round)`` of a (0-based) trainer epoch.
+
+        Epochs past the plan stay in its last round (no new discovery).
+        """
+        return self._epochs[min(epoch, len(self._epochs) - 1)]
+
+    def is_round_end(self, epoch: int) -> bool:
+        """Whether ``epoch`` is the last epoch of its round."""
+        _, e, n = self.round_position(epoch)
+        return epoch < len(self._epochs) and e == n - 1
+
+    # ----------------------------------------------------------------- model
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, d) features (unit length with ``normalize``)."""
+        features = self.backbone(images)
+        return F.normalize(features, dim=1) if self.normalize else features
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """SGD with the ``optim.*`` settings (Nesterov, momentum 0.9, weight decay 5e-4)."""
+        optim = self.and_config.optim
+        return torch.optim.SGD(self.parameters(), lr=optim.lr, momentum=optim.momentum,
+                               nesterov=optim.nesterov and optim.momentum > 0, weight_decay=optim.weight_decay)
+
+    # ----------------------------------------------------------------- hooks
+
+    def on_fit_start(self) -> None:
+        self.method.to(self.device)
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs > self.total_epochs:
+            warnings.warn(f"max_epochs={max_epochs} exceeds the AND plan's {self.total_epochs} epochs "
+                          f"({self.plan}); the extra epochs stay in round {self.plan[-1][0]}")
+
+    def on_train_epoch_start(self) -> None:
+        round_index, epoch, epochs = self.round_position(self.current_epoch)
+        if epoch == 0 and self.current_epoch < self.total_epochs and self.method.round != round_index:
+            state = self.method.start_round(round_index, self._bank_features)
+            if state is not None:
+                self.log("anchors", float(state.num_anchors), rank_zero_only=True)
+        if self.lr_schedule == "paper":
+            lr = learning_rate(self.and_config, epoch, epochs)
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            self.log("lr", lr, rank_zero_only=True)
+        self.log("round", float(round_index), rank_zero_only=True)
+
+    def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
+        """Eq 7 of one batch ``(images or [views], targets, indices)`` against the bank."""
+        images, indices = batch[0], batch[-1]
+        features = forward_views(self, images)
+        loss = self.method.loss(features, indices)
+        # Eq 8 needs the features after the optimiser step: kept until on_train_batch_end.
+        self._pending = (features, indices)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(indices),
+                 sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._pending is not None:
+            features, indices = self._pending
+            self._pending = None
+            self.method.update_bank(features, indices)  # all-gathers the global batch under DDP
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if CHECKPOINT_KEY not in checkpoint:
+            raise KeyError(f"checkpoint: no {CHECKPOINT_KEY!r} entry; it was not written by an ANDModule")
+        self.method.load_state_dict(checkpoint[CHECKPOINT_KEY])
+
+    # ------------------------------------------------------------- internals
+
+    @torch.no_grad()
+    def _bank_features(self) -> Tensor:
+        """Features (N, d) of every training image from the current network (round0 = "random")."""
+        dataset = self.bank_init_data
+        if dataset is None:
+            dataset = self.trainer.train_dataloader.dataset  # type: ignore[union-attr]
+        loader = DataLoader(dataset, batch_size=256, shuffle=False)
+        was_training = self.training
+        self.eval()
+        out = torch.zeros(self.method.num_samples, self.method.bank.dim, device=self.device)
+        for images, _targets, indices in loader:
+            images = [v.to(self.device) for v in images] if isinstance(images, (list, tuple)) else images.to(self.device)
+            features = self.method.bank_features_of(forward_views(self, images))
+            out[torch.as_tensor(indices, device=self.device)] = features.float()
+        self.train(was_training)
+        return out
+
+
+class KNNMonitor(pl.Callback):
+    """Logs weighted-kNN top-1 (lightly's ``knn_predict``) at the end of training epochs.
+
+    Features of ``train_loader`` (training images, test transform) vote for the class of each
+    image of ``test_loader``; with ``bank=True`` the memory bank rows vote too (``knn_bank``).
+    Every rank computes the same numbers (same weights, full loaders), so no rank waits.
+
+    Args:
+        train_loader: Yields ``(images, targets, indices)`` of the training images (test
+            transform, sequential).
+        test_loader: Yields ``(images, targets, indices)`` of the test images.
+        num_classes: C.
+        k: Neighbours of the vote (200 in the paper).
+        temperature: σ of the vote weights.
+        every_n_epochs: Evaluate every this many epochs; None (default) at the end of every
+            AND round.
+        bank: Also report the bank's kNN (needs ``train_loader``'s dataset in bank order).
+
+    Attributes:
+        history: ``[{"epoch", "round", "knn", "knn_bank"?}, ...]``, one per evaluation.
+    """
+
+    def __init__(
+        self,
+        train_loader: DataLoader,
+        test_loader: DataLoader,
+        num_classes: int,
+        k: int = 200,
+        temperature: float = 0.1,
+        every_n_epochs: int | None = None,
+        bank: bool = True,
+    ) -> None:
+        super().__init__()
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+        self.num_classes = num_classes
+        self.k = k
+        self.temperature = temperature
+        self.every_n_epochs = every_n_epochs
+        self.bank = bank
+        self.history: list[dict[str, Any]] = []
+
+    @torch.no_grad()
+    def _features(self, module: ANDModule, loader: DataLoader) -> tuple[Tensor, Tensor, Tensor]:
+        features, targets, indices = [], [], []
+        for images, batch_targets, batch_indices in loader:
+            if isinstance(images, (list, tuple)):
+                images = images[0]
+            features.append(module(images.to(module.device)).float())
+            targets.append(torch.as_tensor(batch_targets, device=module.device))
+            indices.append(torch.as_tensor(batch_indices, device=module.device))
+        return torch.cat(features), torch.cat(targets), torch.cat(indices)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        due = (pl_module.is_round_end(epoch) if self.every_n_epochs is None  # type: ignore[operator]
+               else (epoch + 1) % self.every_n_epochs == 0)
+        if not due:
+            return
+        from lightly.utils.benchmarking import knn_predict
+
+        was_training = pl_module.training
+        pl_module.eval()
+        train_features, train_targets, train_indices = self._features(pl_module, self.train_loader)  # type: ignore[arg-type]
+        test_features, test_targets, _ = self._features(pl_module, self.test_loader)  # type: ignore[arg-type]
+        pl_module.train(was_training)
+        k = min(self.k, train_features.shape[0])
+
+        def top1(keys: Tensor) -> float:
+            predicted = knn_predict(test_features, keys.T.contiguous(), train_targets, self.num_classes,
+                                    knn_k=k, knn_t=self.temperature)[:, 0]
+            return float((predicted == test_targets).float().mean())
+
+        record: dict[str, Any] = {"epoch": epoch, "round": pl_module.round_position(epoch)[0],  # type: ignore[operator]
+                                  "knn": top1(train_features)}
+        if self.bank:
+            bank = pl_module.method.bank.bank  # type: ignore[union-attr]
+            record["knn_bank"] = top1(bank[train_indices.to(bank.device)].float().to(train_features.device))
+        self.history.append(record)
+        for key in ("knn", "knn_bank"):
+            if key in record:
+                pl_module.log(key, record[key], prog_bar=key == "knn")
+
+
+__all__ = ["CHECKPOINT_KEY", "ANDModule", "KNNMonitor"]

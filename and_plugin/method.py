@@ -1,0 +1,260 @@
+"""AND as one object: the memory bank, the loss and the curriculum, and the order they run in.
+
+:class:`ANDMethod` is the algorithm of the paper without a training loop. A loop (our
+:class:`~and_plugin.trainer.Trainer`, the Lightning :class:`~and_plugin.lightning.ANDModule`,
+or yours) calls, per round and per batch:
+
+1. ``start_round(r)`` at the first epoch of round r: round 0 trains instances; r ≥ 1 runs
+   neighbourhood discovery on the bank (Eq 1, 5, 6);
+2. ``loss(features, indices)``: Eq 7 of the batch against the bank;
+3. ``update_bank(features, indices)`` after the optimiser step: Eq 8.
+
+**Several views per sample** (lightly's ``MultiViewTransform`` / ``SimCLRTransform`` give a
+list of V tensors): every view's features take the loss against the bank (the mean over the
+views of Eq 7), and the bank receives one write per sample, from the mean of the V unit
+features, re-normalised (``bank_update="mean"``). The mean is the default because the bank
+entry is meant to be the sample's expected feature under augmentation (the EMA of Eq 8 already
+averages augmentations across epochs; averaging V views in the same step is that estimator with
+V samples instead of one), because no view is privileged (the result does not depend on the
+order of the views), and because it is re-normalised, so the write has the same unit size as a
+single view's. ``bank_update="first"`` writes the first view only (the "key" view of
+MoCo-style pipelines, where the other views are local crops). One view stays the paper's
+default, computed exactly as before.
+
+Example:
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from and_plugin.method import ANDMethod
+    >>> from and_plugin.config import MethodConfig
+    >>> method = ANDMethod(num_samples=20, embedding_dim=8, config=MethodConfig(rounds=2))
+    >>> method.start_round(0)
+    >>> features = F.normalize(torch.randn(4, 8), dim=1).requires_grad_()
+    >>> indices = torch.tensor([0, 3, 7, 11])
+    >>> loss = method.loss(features, indices)
+    >>> loss.backward()
+    >>> method.update_bank(features, indices)
+    >>> method.start_round(1).num_anchors  # S = 1/2 of 20
+    10
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._validation import check_choice
+from .config import MethodConfig
+from .curriculum import EntropyCurriculum, RoundState
+from .distributed import broadcast_object, is_distributed
+from .criteria import build_criterion
+from .memory_bank import MemoryBank
+from .registry import CURRICULA
+
+#: How several views of one sample write the bank: see the module docstring.
+BANK_UPDATES = ("mean", "first")
+
+Features = Tensor | Sequence[Tensor]
+
+
+def _build_criterion(config: MethodConfig, curriculum: EntropyCurriculum) -> nn.Module:
+    """The loss: the one place the criterion is chosen (``method.loss`` / ``method.miner`` by name).
+
+    Called as ``criterion(features (B, d), indices (B,), bank, round_state or None)``; the default
+    ``"neighbourhood"`` is Eq 7's :class:`~and_plugin.loss.NeighbourhoodLoss`.
+    """
+    return build_criterion(config, curriculum)
+
+
+class ANDMethod:
+    """Anchor Neighbourhood Discovery: bank, loss and curriculum, and when each one acts.
+
+    Not a ``nn.Module`` on purpose: the bank is an N x d tensor that must not travel as a model
+    buffer (DDP would broadcast it from rank 0 at every step, optimisers and EMA copies of the
+    model would carry it). Loops save it with :meth:`state_dict` and move it with :meth:`to`.
+
+    Args:
+        num_samples: N, the number of training images (bank rows).
+        embedding_dim: d, the feature size the backbone returns.
+        config: The ``method.*`` settings (temperature, η, k, R, selection, round0, ...).
+        seed: Seed of the bank's random initial unit vectors.
+        labels: Classes (N,), only to report neighbourhood consistency; training never reads them.
+        bank_update: With several views per sample: "mean" (default) or "first"; see the
+            module docstring.
+
+    Attributes:
+        bank: The :class:`~and_plugin.memory_bank.MemoryBank` (N, d).
+        criterion: The loss module (Eq 7).
+        curriculum: The :class:`~and_plugin.curriculum.EntropyCurriculum`.
+        round: The round last started, None before the first ``start_round``.
+        bank_initialised: False until round 0 ran or the bank was filled (round0 = "random").
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        embedding_dim: int,
+        config: MethodConfig | None = None,
+        seed: int = 0,
+        labels: Tensor | None = None,
+        bank_update: str = "mean",
+    ) -> None:
+        config = config if config is not None else MethodConfig()
+        config.validate()
+        check_choice("bank_update", bank_update, BANK_UPDATES)
+        if config.neighbours >= num_samples:
+            raise ValueError(
+                f"method.neighbours: got {config.neighbours}, expected < the number of training images N = {num_samples}"
+            )
+        self.config = config
+        self.num_samples = int(num_samples)
+        self.labels = labels
+        self.bank_update = bank_update
+        self.bank = MemoryBank(num_samples, embedding_dim, config.memory_momentum,
+                               dtype=getattr(torch, config.bank_dtype), seed=seed)
+        self.curriculum = CURRICULA.build(config.curriculum, rounds=config.rounds, neighbours=config.neighbours,
+                                          temperature=config.temperature, selection=config.selection)
+        self.criterion = _build_criterion(config, self.curriculum)
+        self.round: int | None = None
+        self.bank_initialised = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.bank.bank.device
+
+    def to(self, device: torch.device | str) -> "ANDMethod":
+        """Moves the bank, the loss and the current round's neighbourhoods to ``device``."""
+        self.bank.to(device)
+        self.criterion.to(device)
+        if self.curriculum.state is not None:
+            self.curriculum.state = self.curriculum.state.to(device)
+        return self
+
+    @property
+    def round_state(self) -> RoundState | None:
+        """The anchors and neighbours the loss uses now; None in round 0 (instance learning)."""
+        return self.curriculum.state if self.round else None
+
+    # ------------------------------------------------------------------ rounds
+
+    def start_round(self, round_index: int, bank_features: Callable[[], Tensor] | None = None) -> RoundState | None:
+        """Begins round ``round_index``: instance learning (0) or neighbourhood discovery (≥ 1).
+
+        Under torch.distributed every rank must call it; rank 0's bank fill and discovery are
+        broadcast, so every rank trains on the same neighbourhoods.
+
+        Args:
+            round_index: r in [0, R].
+            bank_features: Returns the features (N, d) of every training image from the current
+                network. Called only when the bank has never been written (round0 = "random":
+                discovery on the untrained network's features instead of random vectors).
+
+        Returns:
+            The round's :class:`~and_plugin.curriculum.RoundState`; None for round 0.
+        """
+        self.round = round_index
+        if round_index == 0:
+            self.curriculum.state = None
+            self.bank_initialised = True
+            return None
+        if not self.bank_initialised:
+            if bank_features is None:
+                raise ValueError("bank_features: required to fill the bank before the first discovery "
+                                 "when round 0 is skipped (method.round0='random')")
+            self.bank.fill(bank_features())
+            if is_distributed():  # one bank for every rank, whatever the kernels did
+                dist.broadcast(self.bank.bank, src=0)
+            self.bank_initialised = True
+        state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
+        if is_distributed():
+            state = broadcast_object(state.to("cpu"))  # type: ignore[assignment]
+            self.curriculum.state = state.to(self.device)  # type: ignore[union-attr]
+        return self.curriculum.state
+
+    # ------------------------------------------------------------------- steps
+
+    def loss(self, features: Features, indices: Tensor) -> Tensor:
+        """Eq 7 of one batch against the bank: the mean over the batch (and over the views).
+
+        Args:
+            features: The batch's L2-normalised features (B, d), or one (B, d) tensor per view.
+            indices: Dataset indices of the batch (B,).
+
+        Returns:
+            A scalar.
+        """
+        state = self.round_state
+        if isinstance(features, Tensor):
+            return self.criterion(features.float(), indices, self.bank, state)
+        views = _check_views(features)
+        return torch.stack([self.criterion(v.float(), indices, self.bank, state) for v in views]).mean()
+
+    def update_bank(self, features: Features, indices: Tensor) -> None:
+        """Eq 8 for one batch, after the optimiser step: one write per sample.
+
+        Args:
+            features: As in :meth:`loss` (detached inside).
+            indices: (B,).
+        """
+        self.bank.update(indices, self.bank_features_of(features))
+
+    def bank_features_of(self, features: Features) -> Tensor:
+        """The (B, d) features written to the bank: the tensor itself, or the views combined."""
+        if isinstance(features, Tensor):
+            return features
+        views = _check_views(features)
+        if len(views) == 1 or self.bank_update == "first":
+            return views[0]
+        return F.normalize(torch.stack([v.detach().float() for v in views]).mean(0), dim=1)
+
+    # ------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The bank, the curriculum's round state, the round and whether the bank was written."""
+        return {
+            "memory_bank": self.bank.state_dict(),
+            "curriculum": self.curriculum.state_dict(),
+            "bank_initialised": self.bank_initialised,
+            "round": self.round,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores :meth:`state_dict` (tensors land on the bank's current device)."""
+        self.bank.load_state_dict(state["memory_bank"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        if self.curriculum.state is not None:
+            self.curriculum.state = self.curriculum.state.to(self.device)
+        self.bank_initialised = bool(state["bank_initialised"])
+        saved = self.curriculum.state
+        self.round = state.get("round", saved.round if saved is not None else (0 if self.bank_initialised else None))
+
+    def __repr__(self) -> str:
+        return (f"ANDMethod(bank={self.bank.extra_repr()}, criterion={self.criterion!r}, "
+                f"curriculum={self.curriculum!r}, round={self.round}, bank_update={self.bank_update!r})")
+
+
+def _check_views(features: Sequence[Tensor]) -> list[Tensor]:
+    views = list(features)
+    if not views or not all(isinstance(v, Tensor) for v in views):
+        raise ValueError(f"features: expected a tensor (B, d) or a non-empty list of them, got {type(features).__name__}")
+    if any(v.shape != views[0].shape for v in views):
+        raise ValueError(f"features: every view needs the same shape (B, d), got {[tuple(v.shape) for v in views]}")
+    return views
+
+
+def forward_views(model: Callable[[Tensor], Tensor], images: Tensor | Sequence[Tensor]) -> Features:
+    """The model's features of one batch: a tensor for a tensor, a list (one per view) for a list.
+
+    Each view goes through the model on its own, as in lightly's examples, so views of
+    different sizes (multi-crop) work and BatchNorm sees one view at a time.
+    """
+    if isinstance(images, Tensor):
+        return model(images)
+    return [model(view) for view in images]
+
+
+__all__ = ["ANDMethod", "BANK_UPDATES", "forward_views"]
