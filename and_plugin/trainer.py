@@ -24,9 +24,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import rundir
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config
 from .curriculum import EntropyCurriculum, RoundState
+from .divergence import DivergenceError, DivergenceMonitor
 from .distributed import broadcast_object, get_rank, get_world_size, is_distributed, is_main_process
 from .evaluation.knn import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss
@@ -205,6 +207,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.round_records: list[dict[str, Any]] = []
         self._bank_initialised = False
+        self.divergence = DivergenceMonitor(self.device)
 
     # ------------------------------------------------------------------ state
 
@@ -226,6 +229,7 @@ class Trainer:
                 "python": random.getstate(),
             },
             "config": self.config.to_dict(),
+            "provenance": rundir.provenance(self.config, self.num_samples, self.labels),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -260,10 +264,13 @@ class Trainer:
 
     def maybe_resume(self) -> bool:
         """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
-        if not (self.config.run.resume and self.checkpoint_path.exists()):
+        if not rundir.resume_decision(self.config, self.output_dir, is_main_process()):
             return False
         # Loaded on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest.
-        self.load_state_dict(load_checkpoint(self.checkpoint_path, map_location="cpu"))
+        state = load_checkpoint(self.checkpoint_path, map_location="cpu")
+        rundir.check_provenance(state.get("provenance"), rundir.provenance(self.config, self.num_samples, self.labels),
+                                self.checkpoint_path)
+        self.load_state_dict(state)
         return True
 
     # --------------------------------------------------------------- training
@@ -285,7 +292,11 @@ class Trainer:
             if epoch == 0:
                 self._start_round(round_index)
             while epoch < epochs_in_round:
-                record = self.train_epoch(round_index, epoch, epochs_in_round)
+                try:
+                    record = self.train_epoch(round_index, epoch, epochs_in_round)
+                except ValueError:  # a check that met a non-finite value mid-epoch: name the step
+                    self._check_divergence(collective=False)
+                    raise
                 epoch += 1
                 finished_round = epoch == epochs_in_round
                 self.position = (plan_index + 1, 0) if finished_round else (plan_index, epoch)
@@ -343,6 +354,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         seen, started = 0, time.perf_counter()
         description = f"round {round_index} epoch {epoch + 1}/{epochs_in_round}"
+        self.divergence.start_epoch(round_index, epoch)
         with progress_bar(len(self.sampler), description, enabled=config.run.progress and is_main_process()) as advance:
             for images, indices in self._batches(global_epoch):
                 with autocast:
@@ -351,10 +363,12 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                self.divergence.observe(loss, features)
                 self.bank.update(indices, features)
                 loss_sum += loss.detach().double() * len(indices)
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
+        self._check_divergence()
         total_loss = float(loss_sum)
         elapsed = time.perf_counter() - started
         if is_distributed():  # the loss of the global batch, not of this rank's share
@@ -370,6 +384,15 @@ class Trainer:
             "images_per_s": seen / max(elapsed, 1e-9),
             "seconds": elapsed,
         }
+
+    def _check_divergence(self, collective: bool = True) -> None:
+        """Stops a diverged epoch before it is checkpointed; its state goes to checkpoint.diverged.pt."""
+        try:
+            self.divergence.check(self.model, [("memory bank", self.bank.bank)], collective)
+        except DivergenceError as error:
+            if is_main_process():
+                save_checkpoint(self.state_dict(), self.output_dir / rundir.DIVERGED_NAME)
+            raise error from None
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """This rank's training batches of one epoch, ``(images, indices)`` on the device.
