@@ -40,6 +40,8 @@ def check_finite(name: str, value: Any, error: type[Exception] = ValueError) -> 
 
 def type_name(tp: Any) -> str:
     """A readable name of a type annotation (``int``, ``int | None``, ``list[float]``)."""
+    if typing.get_args(tp):
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -54,11 +56,15 @@ def check_type(name: str, value: Any, tp: Any, error: type[Exception] = ValueErr
     """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
+        specific = None  # a value of the right type that failed a value check (a non-finite float)
         for option in typing.get_args(tp):
             try:
                 return check_type(name, value, option, error)
-            except error:
-                continue
+            except error as err:
+                if "finite" in str(err) and specific is None:
+                    specific = err
+        if specific is not None:
+            raise specific
         raise error(f"{name} must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
     if tp is type(None):
         if value is None:

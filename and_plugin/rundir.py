@@ -32,7 +32,7 @@ from torch import Tensor
 from .checkpoint import remove_stale_temporaries
 from .config import Config, ConfigError
 
-__all__ = ["RunDirError", "check_provenance", "provenance", "resume_decision"]
+__all__ = ["RunDirError", "check_provenance", "plan_resume", "provenance", "resume_decision"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -52,19 +52,14 @@ class RunDirError(ConfigError):
     or the checkpoint was trained on something else)."""
 
 
-def resume_decision(config: Config, output_dir: Path, main_process: bool = True) -> bool:
-    """Whether the run continues from ``output_dir/checkpoint.pt``; refuses unsafe starts.
-
-    On the main process it also removes stale temporary files of killed checkpoint writers
-    and, for ``run.overwrite`` with a new run, the previous run's checkpoints.
+def plan_resume(config: Config, output_dir: Path) -> bool:
+    """Whether a run of ``config`` continues from ``output_dir/checkpoint.pt``; changes nothing.
 
     Raises:
         RunDirError: A new run would overwrite another one, or ``run.resume=true`` finds no
             checkpoint.
     """
     checkpoint = output_dir / CHECKPOINT_NAME
-    if main_process:
-        remove_stale_temporaries(checkpoint)
     resume, present = config.run.resume, checkpoint.is_file()
     if resume == "auto":
         return present
@@ -82,10 +77,23 @@ def resume_decision(config: Config, output_dir: Path, main_process: bool = True)
             "Pass --resume (run.resume=true) to continue it, --overwrite (run.overwrite=true) to replace it, "
             "or choose another --output-dir"
         )
-    if existing and main_process:
-        for name in (CHECKPOINT_NAME, DIVERGED_NAME):
-            (output_dir / name).unlink(missing_ok=True)
     return False
+
+
+def resume_decision(config: Config, output_dir: Path, main_process: bool = True) -> bool:
+    """:func:`plan_resume`, then on the main process the clean-up a start needs.
+
+    Stale temporary files of killed checkpoint writers are removed; a new run with
+    ``run.overwrite`` removes the previous run's checkpoints (so a crash before its first
+    checkpoint cannot resume the old run).
+    """
+    resume = plan_resume(config, output_dir)
+    if main_process:
+        remove_stale_temporaries(output_dir / CHECKPOINT_NAME)
+        if not resume and config.run.overwrite:
+            for name in (CHECKPOINT_NAME, DIVERGED_NAME):
+                (output_dir / name).unlink(missing_ok=True)
+    return resume
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
