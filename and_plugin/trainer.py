@@ -152,6 +152,9 @@ class Trainer:
             raise ValueError(
                 f"method.neighbours: got {method.neighbours}, expected < the number of training images N = {self.num_samples}"
             )
+        if config.data.batch_size > self.num_samples:
+            raise ValueError(f"data.batch_size must be <= the number of training images N = {self.num_samples}, "
+                             f"got {config.data.batch_size}")
         world = get_world_size()
         if config.data.batch_size % world:
             raise ValueError(f"data.batch_size: got {config.data.batch_size}, expected a multiple of the world size {world}")
