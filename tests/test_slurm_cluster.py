@@ -81,6 +81,9 @@ class _SlowCounter(_Checkpointable):
         self.count = 0
 
     def __call__(self) -> dict:
+        from and_plugin.launcher.job import harden_requeue
+
+        harden_requeue()  # scontrol requeue must survive the SIGTERM the requeue itself sends
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         resumed_from = self.count
         while self.count < self.steps:
