@@ -14,11 +14,14 @@ from . import backbones, data  # noqa: F401  (imported to fill the registries)
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
+from .checkpoint import CheckpointError
 from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
 from .memory_bank import MemoryBank
 from .miner import ANDMiner
+from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
@@ -33,9 +36,11 @@ __all__ = [
     "wrap_backbone",
     "BACKBONES",
     "CURRICULA",
+    "CheckpointError",
     "Config",
     "ConfigError",
     "DATASETS",
+    "DivergenceError",
     "EntropyCurriculum",
     "FitResult",
     "GlobalBatchSampler",
@@ -45,6 +50,7 @@ __all__ = [
     "NeighbourhoodLoss",
     "Registry",
     "RoundState",
+    "RunDirError",
     "Trainer",
     "bank_logsumexp",
     "entropy_and_neighbours",
