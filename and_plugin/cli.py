@@ -251,8 +251,7 @@ def exit_on_error(function: Any, *args: Any, debug: bool = False, **kwargs: Any)
 
 
 def _user_error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    print("(run again with --debug or AND_DEBUG=1 for the traceback)", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)  # one line; --debug / AND_DEBUG=1 show the traceback
     raise SystemExit(2) from None
 
 

@@ -91,7 +91,7 @@ def cli_error(work: Path, argv: list[str], capsys) -> str:
         main(work / "tiny.yaml", argv)
     err = capsys.readouterr().err
     assert exited.value.code == 2, err
-    assert "Traceback" not in err and err.startswith("error: "), err
+    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
     assert tree(work) == before, "a failed command changed files"
     return err
 
