@@ -441,3 +441,18 @@ def test_overwrite_replaces_the_old_run(tmp_path):
         Trainer(trainer_config(tmp_path), tiny_backbone(), tiny_dataset()).fit()
     Trainer(trainer_config(tmp_path, "run.overwrite=true"), tiny_backbone(), tiny_dataset()).fit(stop_after_epochs=1)
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (sync debug mode)")
+def test_monitor_adds_no_host_sync_per_step():
+    monitor = DivergenceMonitor("cuda")
+    monitor.start_epoch(0, 0)
+    features, loss = torch.randn(64, 16, device="cuda"), torch.tensor(1.0, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            monitor.observe(loss, features)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    monitor.check(nn.Linear(2, 2).cuda())
