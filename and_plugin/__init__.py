@@ -16,6 +16,7 @@ from . import backbones, data  # noqa: F401  (imported to fill the registries)
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
+from .checkpoint import CheckpointError
 from .curriculum import (
     EntropyCurriculum,
     RoundState,
@@ -24,6 +25,7 @@ from .curriculum import (
     reference_entropy_and_neighbours,
     select_anchors,
 )
+from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
 from .memory_bank import MemoryBank
@@ -31,6 +33,7 @@ from .method import ANDMethod
 from .miner import ANDMiner
 from .pml_loss import ANDLoss
 from .criteria import PMLCriterion, build_criterion
+from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
@@ -49,9 +52,11 @@ __all__ = [
     "wrap_backbone",
     "BACKBONES",
     "CURRICULA",
+    "CheckpointError",
     "Config",
     "ConfigError",
     "DATASETS",
+    "DivergenceError",
     "EntropyCurriculum",
     "FitResult",
     "GlobalBatchSampler",
@@ -61,6 +66,7 @@ __all__ = [
     "NeighbourhoodLoss",
     "Registry",
     "RoundState",
+    "RunDirError",
     "Trainer",
     "bank_logsumexp",
     "entropy_and_neighbours",

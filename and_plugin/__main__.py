@@ -3,6 +3,9 @@
 ``python -m and_plugin --list`` lists the recipes (``recipes/configs/*.yaml``). Every other
 argument goes to the recipe's command line (see :mod:`and_plugin.cli`), e.g.
 ``python -m and_plugin --recipe cifar10_alexnet --smoke``.
+
+Errors take the recipes' path (:func:`and_plugin.cli.exit_on_error`): a user error prints one
+line and exits 2; ``--debug`` (or ``AND_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations

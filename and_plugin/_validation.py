@@ -1,11 +1,97 @@
-"""Argument checks that raise errors naming the parameter, the value and what is allowed."""
+"""Argument checks that raise errors naming the parameter, the value and what is allowed.
+
+Every check in the package (constructors, public functions, the config and the SLURM profile)
+goes through :func:`require`, so every message reads the same way::
+
+    <name> must be <what is allowed>, got <value>
+
+``error`` selects the exception type (``ValueError`` by default; the config raises its
+``ConfigError``, the launcher its ``ProfileError``, both subclasses of ``ValueError``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import math
+import types
+import typing
+from typing import Any, Iterable, Sequence, Union
 
 import torch
 from torch import Tensor
+
+
+def require(ok: bool, name: str, value: Any, allowed: str, error: type[Exception] = ValueError) -> None:
+    """Raises ``error("<name> must be <allowed>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise error(f"{name} must be {allowed}, got {value!r}")
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or a finite float (not bool, not inf, not nan)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value)
+
+
+def check_finite(name: str, value: Any, error: type[Exception] = ValueError) -> None:
+    """Raises unless ``value`` is a finite number (``.inf`` / ``.nan`` from YAML are refused)."""
+    require(is_finite_number(value), name, value, "a finite number", error)
+
+
+def type_name(tp: Any) -> str:
+    """A readable name of a type annotation (``int``, ``int | None``, ``list[float]``)."""
+    if typing.get_args(tp):
+        return str(tp).replace("typing.", "")
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_type(name: str, value: Any, tp: Any, error: type[Exception] = ValueError) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and returns it (ints widened to float).
+
+    Understands int, float, bool, str, None, Any, ``list[T]``, ``dict`` and unions; floats must
+    be finite.
+
+    Raises:
+        error: ``"<name> must be <type>, got <value> (<its type>)"``.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        specific = None  # a value of the right type that failed a value check (a non-finite float)
+        for option in typing.get_args(tp):
+            try:
+                return check_type(name, value, option, error)
+            except error as err:
+                if "finite" in str(err) and specific is None:
+                    specific = err
+        if specific is not None:
+            raise specific
+        raise error(f"{name} must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            check_finite(name, value, error)
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        (item_type,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [check_type(f"{name}[{i}]", item, item_type, error) for i, item in enumerate(value)]
+    elif origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is Any:
+        return value
+    raise error(f"{name} must be {type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def check_positive(name: str, value: float) -> None:

@@ -4,18 +4,26 @@ Options (see ``--help`` of any recipe):
 
 - ``--config EXTRA.yaml`` (repeatable): merged on top of the recipe's YAML.
 - ``--data-dir DIR`` → ``data.root``; ``--output-dir DIR`` → ``run.output_dir``.
-- ``--resume``: continue from ``<output_dir>/checkpoint.pt`` (a finished run is left as it is).
+- ``--resume``: continue from ``<output_dir>/checkpoint.pt`` (a finished run is left as it is);
+  an error when there is none. Without it a run directory that already holds a run is refused
+  unless ``--overwrite`` is given (see :mod:`and_plugin.rundir`).
+- ``--debug`` (or ``AND_DEBUG=1``): show the full traceback of an error instead of one line.
 - ``--smoke``: the same recipe on the generated ``synthetic`` data set at the recipe's image size
   and channels (16 train / 8 test images, 4 classes), batch 8, one epoch per round, 2 rounds,
   one probe epoch, fp32 — every recipe runs end to end in seconds on a CPU. Its output goes to
-  ``runs/smoke/<name>`` unless ``--output-dir`` is given.
+  ``runs/smoke/<name>`` (replaced by the next ``--smoke``) unless ``--output-dir`` is given.
 - ``--slurm``: submit the run as a SLURM job (:func:`and_plugin.launcher.submit`) described by
   ``--slurm-profile PATH`` (default ``slurm/profiles/local.yaml``), changed by
   ``--slurm-set key=value`` (repeatable); ``--wait`` blocks until the job ends.
 - ``key=value`` (any number): config overrides, applied last, e.g. ``method.neighbours=5``.
 
 Precedence, lowest first: recipe YAML, ``--config`` files, ``--smoke``, ``--data-dir`` /
-``--output-dir`` / ``--resume``, ``key=value``.
+``--output-dir`` / ``--resume`` / ``--overwrite``, ``key=value``.
+
+Errors: :func:`main` (what every recipe script and ``python -m and_plugin`` call) turns every
+user error — a bad key or value, malformed YAML, a run directory conflict, a missing or damaged
+checkpoint or data file — into one line ``error: ...`` on stderr and exit status 2; a failed
+SLURM job or a diverged run exits 1 with its reason. ``--debug`` shows tracebacks.
 
 Example:
     >>> from and_plugin.cli import recipe_config
@@ -35,7 +43,8 @@ from typing import Any
 
 from .config import Config, ConfigError, load_config, merge
 
-__all__ = ["SMOKE", "build_parser", "main", "recipe_config", "run_recipe", "smoke_settings"]
+__all__ = ["SMOKE", "USER_ERRORS", "build_parser", "exit_on_error", "main", "recipe_config", "run_recipe",
+           "smoke_settings"]
 
 #: Repository root (recipes/, slurm/ live there in a checkout).
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +64,11 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                         help="extra YAML merged on top of the recipe's config (repeatable)")
     parser.add_argument("--data-dir", help="data directory (data.root)")
     parser.add_argument("--output-dir", help="run directory (run.output_dir)")
-    parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output_dir>/checkpoint.pt (an error when there is none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the output directory (run.overwrite)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks (or set AND_DEBUG=1)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny synthetic run of this recipe (seconds on a CPU): checks the pipeline")
     parser.add_argument("--slurm", action="store_true", help="submit as a SLURM job (and_plugin.launcher)")
@@ -149,10 +162,14 @@ def _resolve(recipe: str | os.PathLike[str] | dict[str, Any], args: argparse.Nam
     if args.smoke:
         data = merge(data, smoke_settings(data))
     run: dict[str, Any] = {}
+    if args.smoke and not args.output_dir:
+        run["overwrite"] = True  # runs/smoke/<name> is scratch space
     if args.output_dir:
         run["output_dir"] = args.output_dir
     if args.resume:
         run["resume"] = True
+    if args.overwrite:
+        run["overwrite"] = True
     data = merge(data, {"run": run} if run else {})
     if args.data_dir:
         data = merge(data, {"data": {"root": args.data_dir}})
@@ -185,20 +202,62 @@ def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = Non
     return run_training(config)
 
 
-def main(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> Any:
-    """:func:`run_recipe` for scripts: a config error prints one line and exits 2, a failed job exits 1."""
-    try:
-        return run_recipe(config_path, argv)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except RuntimeError as err:
-        from .launcher import JobFailedError
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (exit 2), not a bug: they carry a message naming the input."""
+    from PIL import UnidentifiedImageError
 
-        if not isinstance(err, JobFailedError):
-            raise  # a local training error keeps its traceback
+    from .checkpoint import CheckpointError
+
+    return (ValueError, CheckpointError, FileNotFoundError, NotADirectoryError, UnidentifiedImageError)
+
+
+#: Errors printed as one line with exit status 2 (see :func:`exit_on_error`).
+USER_ERRORS = ("ConfigError (bad key/value/YAML, run directory conflict, profile)",
+               "ValueError (a bad argument: the package's checks name parameter, value and what is allowed)",
+               "CheckpointError", "FileNotFoundError", "NotADirectoryError",
+               "PIL.UnidentifiedImageError (corrupt image)", "KeyError 'unknown <kind> ...' (unknown registered name)")
+
+
+def _debug_requested(argv: list[str] | None) -> bool:
+    return os.environ.get("AND_DEBUG", "") not in ("", "0") or "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
+def exit_on_error(function: Any, *args: Any, debug: bool = False, **kwargs: Any) -> Any:
+    """Calls ``function``; a user error prints ``error: <message>`` and exits 2, a failed job or a
+    diverged run prints its reason and exits 1. With ``debug`` every error keeps its traceback.
+
+    This is the one error path of the recipes, ``python -m and_plugin`` and the launcher.
+    """
+    from .divergence import DivergenceError
+    from .launcher.failures import JobFailedError
+
+    if debug:
+        return function(*args, **kwargs)
+    try:
+        return function(*args, **kwargs)
+    except KeyError as err:
+        message = str(err.args[0]) if err.args else ""
+        if not message.startswith("unknown "):
+            raise  # not a registry lookup: a bug, keep the traceback
+        _user_error(message)
+    except _user_errors() as err:
+        _user_error(str(err))
+    except (JobFailedError, DivergenceError) as err:
         print(f"error: {err}", file=sys.stderr)  # the job's own error text is in the message
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _user_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)  # one line; --debug / AND_DEBUG=1 show the traceback
+    raise SystemExit(2) from None
+
+
+def main(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> Any:
+    """:func:`run_recipe` for scripts, through :func:`exit_on_error` (user errors exit 2)."""
+    return exit_on_error(run_recipe, config_path, argv, debug=_debug_requested(argv))
 
 
 def _profile_path(profile: str) -> str:

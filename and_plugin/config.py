@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
+
+from ._validation import check_finite, check_type, require
 
 
 class ConfigError(ValueError):
@@ -239,7 +241,12 @@ class RunConfig:
         threads: torch CPU threads; null leaves torch's default.
         checkpoint_every: Write a checkpoint every this many epochs (and always at round ends).
         progress: Show rich progress bars.
-        resume: Continue from output_dir/checkpoint.pt if it exists.
+        resume: ``false`` starts a new run (refused if output_dir already holds one, unless
+            ``overwrite``); ``true`` continues from output_dir/checkpoint.pt and is an error
+            when there is none; ``"auto"`` continues if a checkpoint is there and starts fresh
+            otherwise (what a requeued SLURM job does).
+        overwrite: Allow a new run (``resume: false``) to replace the checkpoint and metrics of
+            the run already in output_dir.
         sync_batchnorm: Under data-parallel training on GPUs, convert BatchNorm layers to
             SyncBatchNorm so their statistics cover the global batch (as one process with the
             whole batch). Ignored on CPU (SyncBatchNorm needs CUDA): each rank then normalises
@@ -256,11 +263,13 @@ class RunConfig:
     threads: int | None = None
     checkpoint_every: int = 1
     progress: bool = True
-    resume: bool = False
+    resume: bool | str = False
+    overwrite: bool = False
     sync_batchnorm: bool = False
 
     def validate(self) -> None:
         _require_choice("run.precision", self.precision, ("fp32", "bf16"))
+        _require(self.resume in (True, False, "auto"), "run.resume", self.resume, "true, false or 'auto'")
         _require(
             self.device in ("auto", "cpu") or self.device.startswith("cuda"),
             "run.device", self.device, "'auto', 'cpu' or 'cuda[:i]'",
@@ -293,7 +302,9 @@ class Config:
 
     def validate(self) -> "Config":
         """Checks every value; returns self. Raises :class:`ConfigError`."""
-        for section in (self.model, self.data, self.method, self.optim, self.eval, self.run):
+        for name in ("model", "data", "method", "optim", "eval", "run"):
+            section = getattr(self, name)
+            _require_finite(section, name)
             section.validate()
         return self
 
@@ -302,58 +313,26 @@ class Config:
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: got {value!r}, expected {allowed}")
+    require(ok, key, value, allowed, ConfigError)
 
 
 def _require_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    _require(value in allowed, key, value, f"one of {list(allowed)}")
+    require(value in allowed, key, value, f"one of {list(allowed)}", ConfigError)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Checks ``value`` against the annotation ``tp`` (int, float, bool, str, None, list, dict, unions)."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(key, value, option)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
-    if tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    elif origin is list:
-        (item_type,) = typing.get_args(tp)
-        if isinstance(value, (list, tuple)):
-            return [_coerce(f"{key}[{i}]", item, item_type) for i, item in enumerate(value)]
-    elif origin is dict or tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    elif tp is Any:
-        return value
-    raise ConfigError(f"{key}: got {value!r} ({type(value).__name__}), expected {_type_name(tp)}")
+def _require_finite(section: Any, prefix: str) -> None:
+    """Every float field of a section is finite (``.inf`` / ``.nan`` are never meaningful here)."""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, float):
+                check_finite(f"{prefix}.{f.name}", item, ConfigError)
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: got {data!r}, expected a mapping")
+        raise ConfigError(f"{prefix[:-1] or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
@@ -366,7 +345,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             values[name] = _build(tp, value, f"{prefix}{name}.")
         else:
-            values[name] = _coerce(f"{prefix}{name}", value, tp)
+            values[name] = check_type(f"{prefix}{name}", value, tp, ConfigError)
     return cls(**values)
 
 
@@ -386,15 +365,61 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` reading ``1e-3`` / ``5E-4`` as floats, as YAML 1.2 does.
+
+    YAML 1.1's float pattern needs a dot in the mantissa, so PyYAML reads ``1e-3`` as the
+    string ``'1e-3'``; this loader's resolver accepts the exponent forms too.
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in list(YamlLoader.yaml_implicit_resolvers):
+    YamlLoader.yaml_implicit_resolvers[_first] = [
+        (tag, regexp) for tag, regexp in YamlLoader.yaml_implicit_resolvers[_first] if tag != "tag:yaml.org,2002:float"
+    ]
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str, where: str, error: type[Exception] = None) -> Any:  # type: ignore[assignment]
+    """Parses YAML text with :class:`YamlLoader`; a syntax error names ``where`` and the line.
+
+    Args:
+        text: The YAML document.
+        where: What the text is, for the message: a file path or ``override 'a.b=...'``.
+        error: The exception raised (default :class:`ConfigError`).
+    """
+    error = error or ConfigError
+    try:
+        return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise error(f"{where}:{line}: not valid YAML ({problem})") from None
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """Turns ``"a.b=value"`` into ``{"a": {"b": value}}``; the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key=value, e.g. optim.lr=0.1")
     key, raw = text.split("=", 1)
     key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r}: empty key")
-    value: Any = yaml.safe_load(raw) if raw.strip() else None
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: the key must be dotted names such as optim.lr, got {key!r}")
+    value: Any = read_yaml(raw, f"override {text!r}") if raw.strip() else None
     for part in reversed(key.split(".")):
         value = {part: value}
     return value
@@ -425,7 +450,11 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {str(path)!r}: cannot be read ({err})") from None
+        loaded = read_yaml(text, f"config file {str(path)!r}") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = merge(data, loaded)

@@ -28,10 +28,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import rundir
+from .checkpoint import save_checkpoint
 from .config import Config, save_config
 from .curriculum import EntropyCurriculum, RoundState
 from .data.labels import targets_of
 from .distributed import get_rank, get_world_size, is_distributed, is_main_process
+from .divergence import DivergenceError, DivergenceMonitor
 from .evaluation.knn import extract_features
 from .evaluation.monitor import KNNMonitor
 from .memory_bank import MemoryBank
@@ -154,6 +157,9 @@ class Trainer:
             raise ValueError(
                 f"method.neighbours: got {method.neighbours}, expected < the number of training images N = {self.num_samples}"
             )
+        if config.data.batch_size > self.num_samples:
+            raise ValueError(f"data.batch_size must be <= the number of training images N = {self.num_samples}, "
+                             f"got {config.data.batch_size}")
         world = get_world_size()
         if config.data.batch_size % world:
             raise ValueError(f"data.batch_size: got {config.data.batch_size}, expected a multiple of the world size {world}")
@@ -207,6 +213,7 @@ class Trainer:
         ev = config.eval
         self.monitor = KNNMonitor(test_set, eval_train_set, self.labels, ev.knn_k, ev.knn_temperature, ev.bank_knn,
                                   batch_size=max(256, config.data.batch_size), num_workers=config.data.num_workers)
+        self.divergence = DivergenceMonitor(self.device)
 
     # The method's parts, as attributes of the trainer (reporting and tests read them).
     @property
@@ -235,6 +242,7 @@ class Trainer:
             "round_records": self.round_records,
             "rng": rng_state(),
             "config": self.config.to_dict(),
+            "provenance": rundir.provenance(self.config, self.num_samples, self.labels),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -261,9 +269,13 @@ class Trainer:
 
     def maybe_resume(self) -> bool:
         """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
-        state = self.checkpoint.load() if self.config.run.resume else None
+        if not rundir.resume_decision(self.config, self.output_dir, is_main_process()):
+            return False
+        state = self.checkpoint.load()  # on the CPU: RNG states must stay CPU ByteTensors
         if state is None:
             return False
+        rundir.check_provenance(state.get("provenance"), rundir.provenance(self.config, self.num_samples, self.labels),
+                                self.checkpoint_path)
         self.load_state_dict(state)
         return True
 
@@ -283,7 +295,11 @@ class Trainer:
             if epoch == 0:
                 self._start_round(round_index)
             while epoch < epochs_in_round:
-                record = self.train_epoch(round_index, epoch, epochs_in_round)
+                try:
+                    record = self.train_epoch(round_index, epoch, epochs_in_round)
+                except ValueError:  # a check that met a non-finite value mid-epoch: name the step
+                    self._check_divergence(collective=False)
+                    raise
                 epoch += 1
                 finished_round = epoch == epochs_in_round
                 self.position = (plan_index + 1, 0) if finished_round else (plan_index, epoch)
@@ -328,6 +344,7 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         seen, started = 0, time.perf_counter()
         description = f"round {round_index} epoch {epoch + 1}/{epochs_in_round}"
+        self.divergence.start_epoch(round_index, epoch)
         with progress_bar(len(self.sampler), description, enabled=config.run.progress and is_main_process()) as advance:
             for images, indices in self._batches(global_epoch):
                 with autocast:
@@ -336,10 +353,12 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                self.divergence.observe(loss, features)
                 self.method.update_bank(features, indices)  # Eq 8
                 loss_sum += loss.detach().double() * len(indices)
                 seen += len(indices)
                 advance(len(indices) * get_world_size())
+        self._check_divergence()
         total_loss = float(loss_sum)
         elapsed = time.perf_counter() - started
         if is_distributed():  # the loss of the global batch, not of this rank's share
@@ -355,6 +374,15 @@ class Trainer:
             "images_per_s": seen / max(elapsed, 1e-9),
             "seconds": elapsed,
         }
+
+    def _check_divergence(self, collective: bool = True) -> None:
+        """Stops a diverged epoch before it is checkpointed; its state goes to checkpoint.diverged.pt."""
+        try:
+            self.divergence.check(self.model, [("memory bank", self.bank.bank)], collective)
+        except DivergenceError as error:
+            if is_main_process():
+                save_checkpoint(self.state_dict(), self.output_dir / rundir.DIVERGED_NAME)
+            raise error from None
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor | list[Tensor], Tensor]]:
         """This rank's training batches of one epoch, ``(images, indices)`` on the device.

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
         f"method.rounds={rounds}",
         f"run.seed={args.seed}",
         f"run.progress={'false' if args.no_progress else 'true'}",
+        "run.overwrite=true",  # each quick start replaces the previous one's output
     ]
     if args.subset:
         common.append(f"data.subset={args.subset}")

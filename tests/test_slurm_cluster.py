@@ -81,6 +81,9 @@ class _SlowCounter(_Checkpointable):
         self.count = 0
 
     def __call__(self) -> dict:
+        from and_plugin.launcher.job import harden_requeue
+
+        harden_requeue()  # scontrol requeue must survive the SIGTERM the requeue itself sends
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         resumed_from = self.count
         while self.count < self.steps:
@@ -159,18 +162,20 @@ def test_submitit_checkpoint_and_requeue_on_preemption(cluster, tmp_path, _by_va
     steps = 24
     job = _executor(tmp_path).submit(_SlowCounter(str(progress), steps=steps, step_s=0.25))
 
-    # Wait until the job is really running and counting.
-    deadline = time.monotonic() + 20
+    # Wait until the job is really running and counting (it may queue behind other jobs first):
+    # the signal must find submitit's handler installed and the first count written.
+    deadline = time.monotonic() + 240
     while not (progress.exists() and len(progress.read_text().split("\n")) > 3):
-        assert time.monotonic() < deadline, f"job {job.job_id} did not start counting in 20 s"
+        assert not job.done(), f"job {job.job_id} ended before it could be interrupted: {job.state}"
+        assert time.monotonic() < deadline, f"job {job.job_id} did not start counting in 240 s ({job.state})"
         time.sleep(0.2)
 
     # What a preemption looks like: SIGTERM then USR2 to the job steps.
     # submitit's handler checkpoints the callable and runs `scontrol requeue`.
     job._interrupt()
 
-    # Requeued jobs wait AuthInfo=cred_expire (10 s on the local cluster).
-    wait_done(job, timeout=50)
+    # Requeued jobs wait AuthInfo=cred_expire (10 s on the local cluster), then queue again.
+    wait_done(job, timeout=240)
     result = job.result()
 
     lines = [tuple(map(int, ln.split())) for ln in progress.read_text().split("\n") if ln]

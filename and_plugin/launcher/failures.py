@@ -1,0 +1,104 @@
+"""A finished job's outcome: its rank-0 result, or its failure reduced to the reason and the end of its stderr."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+__all__ = ["JobFailedError", "error_text", "failure_reason", "job_result", "wait_for"]
+
+
+class JobFailedError(RuntimeError):
+    """A submitted job failed; the message carries the job's error text (the end of its stderr)."""
+
+
+def _stderr_tail(path: Path, lines: int) -> str:
+    if not path.is_file():
+        return f"(no stderr file at {path})"
+    tail = path.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"(stderr {path} is empty)"
+
+
+def error_text(job: submitit.Job, lines: int = 40) -> str:
+    """The end of the job's stderr: rank 0's, and that of every other task that raised.
+
+    With several tasks the first failure may be on any rank (the others then only report a lost
+    connection), so each task whose log holds a traceback is shown, headed by its rank.
+    """
+    if job.num_tasks == 1:
+        return _stderr_tail(Path(job.paths.stderr), lines)
+    parts = []
+    for rank in range(job.num_tasks):
+        path = Path(job.task(rank).paths.stderr)
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        if rank == 0 or "Traceback" in text:
+            parts.append(f"--- task {rank}: {path} ---\n{_stderr_tail(path, lines)}")
+    return "\n".join(parts)
+
+
+def failure_reason(text: str, fallback: str) -> str:
+    """The exception line of a traceback (``ValueError: ...``), else the last line."""
+    # torch.distributed prefixes every line of a rank's traceback with "[rank<r>]:"
+    lines = [re.sub(r"^\[rank\d+\]:\s*", "", line).strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("--- task")]
+    for line in reversed(lines):
+        head = line.split(":", 1)[0]
+        if head and " " not in head and (head.endswith(("Error", "Exception", "Interrupt")) or head == "Exit"):
+            return line
+    return lines[-1] if lines else fallback
+
+
+def job_result(job: submitit.Job) -> Any:
+    """The result of rank 0 of a job with one or several tasks (raises the job's error).
+
+    Only rank 0's result is read: after a requeue the other ranks' result files may still be
+    those of the interrupted attempt (which lost its connection to rank 0) until they finish.
+    """
+    return job.task(0).result()
+
+
+def wait_for(job: submitit.Job, console: Any = None, poll_s: float = 2.0) -> Any:
+    """Waits for ``job`` and returns its (rank 0) result; on failure prints its stderr tail and raises.
+
+    Raises:
+        JobFailedError: Naming the job and the error, and carrying the end of its stderr.
+    """
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
+    console = console or Console(stderr=True)
+    last_state = None
+    while not job.done():
+        state = job.state
+        if state != last_state:
+            console.print(f"job {job.job_id}: {state}", markup=False)
+            last_state = state
+        time.sleep(poll_s)
+    try:
+        result = job_result(job)
+    except Exception as error:  # submitit's FailedJobError / UncompletedJobError
+        text = error_text(job)
+        reason = failure_reason(text, f"{type(error).__name__}: {error}")
+        console.print(Panel(Text(text), title=f"job {job.job_id} failed: end of its stderr", border_style="red"))
+        console.print(f"job {job.job_id} failed: {reason}", style="bold red", markup=False, soft_wrap=True)
+        raise JobFailedError(f"SLURM job {job.job_id} failed: {reason}\nEnd of its stderr:\n{text}") from error
+    console.print(f"job {job.job_id} finished: {_summary(result)}", style="bold green", markup=False, soft_wrap=True)
+    return result
+
+
+def _summary(result: Any) -> str:
+    if isinstance(result, dict) and "rounds" in result:
+        knn = ", ".join(
+            f"round {r.get('round')}: {r['knn']:.4f}" for r in result["rounds"] if isinstance(r.get("knn"), float)
+        )
+        return f"kNN top-1 {knn or 'n/a'}; output in {result.get('output_dir')}"
+    return repr(result)
+
+
+
+_failure_reason = failure_reason  # the name earlier versions used
