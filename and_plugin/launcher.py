@@ -351,26 +351,9 @@ def _checkpoint_position(output_dir: Path) -> list[int] | None:
 
 
 def _import_user_modules(imports: list[str]) -> None:
-    import importlib
-    import importlib.util
-    import sys
+    from .plugins import import_modules
 
-    for name in imports:
-        if name.endswith(".py"):
-            path = Path(name).resolve()
-            if not path.is_file():
-                raise ImportError(f"imports: {name!r} does not exist")
-            loaded = sys.modules.get(path.stem)
-            if loaded is not None and getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path:
-                continue  # already imported (e.g. by the submitting script itself)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"imports: cannot import {name!r}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(name)
+    import_modules(imports)
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,7 +426,8 @@ def submit(
         wait: Block until the job ends; print its error text and raise if it failed.
         folder: submitit's folder for the job's pickles and logs; default
             ``<output_dir>/slurm/%j`` (``%j`` = the job id).
-        imports: Modules the job imports first (your registered backbones / data sets).
+        imports: Modules the job imports first (your registered backbones / data sets), added
+            to ``config.run.imports``.
 
     Returns:
         The ``submitit.Job`` (``job.job_id``, ``job.result()``, ``job.paths.stdout``).
@@ -459,7 +443,9 @@ def submit(
     slurm_profile = load_profile(profile, profile_overrides)
     config = config_from_dict(config.to_dict())  # a validated copy; the caller's stays untouched
     config.run.output_dir = str(Path(config.run.output_dir).expanduser().resolve())
-    imports = [str(Path(name).resolve()) if name.endswith(".py") else name for name in imports or []]
+    from .plugins import resolve_imports
+
+    config.run.imports = imports = resolve_imports([*config.run.imports, *(imports or [])])  # travel with the config
     _import_user_modules(imports)  # here too: they must import, and they register what the checks look up
     check_before_submit(config, slurm_profile)
     if shutil.which("sbatch") is None:
