@@ -14,12 +14,13 @@ from . import backbones, data  # noqa: F401  (imported to fill the registries)
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
+from .data import DatasetInfo, PresetInfo, register_dataset
 from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
 from .memory_bank import MemoryBank
 from .miner import ANDMiner
-from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
+from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
 
@@ -36,12 +37,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "DATASETS",
+    "DatasetInfo",
     "EntropyCurriculum",
     "FitResult",
     "GlobalBatchSampler",
     "LOSSES",
     "MINERS",
     "MemoryBank",
+    "PRESETS",
+    "PresetInfo",
     "NeighbourhoodLoss",
     "Registry",
     "RoundState",
@@ -53,5 +57,6 @@ __all__ = [
     "load_config",
     "neighbourhood_consistency",
     "neighbourhood_loss",
+    "register_dataset",
     "select_anchors",
 ]
