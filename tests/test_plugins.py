@@ -1,7 +1,7 @@
 """A user's own backbone, data set and preset, in one file of theirs, through every entry point.
 
-The file (``USER_MODULE`` below, written to a temporary folder as ``my_components.py``) is what
-the custom-components how-to shows. It is imported by name (``--import my_components`` with its
+The file is the one the custom-components how-to shows (its first python block), written to a
+temporary folder as ``my_components.py``. It is imported by name (``--import my_components`` with its
 folder on ``PYTHONPATH``) or by path, by the recipe command line, by ``python -m and_plugin``,
 by :func:`~and_plugin.build.build_run` through ``run.imports``, and inside a SLURM job.
 """
@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -29,45 +28,18 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "cifar10_alexnet.py"
 CPU = ["run.threads=1", "run.progress=false", "run.device=cpu"]
 #: What the user's module is asked to run with: all three components by name.
-MINE = ["model.backbone=my_net", "data.dataset=my_set", "data.transform=my_preset", "eval.probe_layers=[conv1,fc]"]
+MINE = ["model.backbone=my_net", "data.dataset=my_digits", "data.transform=my_grey", "eval.probe_layers=[block1,fc]"]
 
-USER_MODULE = textwrap.dedent(
-    '''
-    """My own backbone, data set and preset."""
-    import numpy as np
-    from torch import nn
-    from torchvision.transforms import v2 as T
-
-    from and_plugin import BACKBONES, Backbone
-    from and_plugin.data import ArrayImageDataset, DatasetInfo, PresetInfo, register_dataset, to_tensor_and_normalize
-    from and_plugin.registry import PRESETS
+HOWTO = REPO / "docs" / "howto" / "custom-components.md"
 
 
-    @BACKBONES.register("my_net")
-    def my_net(embedding_dim: int = 128, in_channels: int = 3) -> Backbone:
-        conv1 = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4))
-        fc = nn.Sequential(nn.Flatten(1), nn.Linear(8 * 4 * 4, embedding_dim))
-        return Backbone({"conv1": conv1, "fc": fc}, embedding_dim)
+def howto_file() -> str:
+    """The how-to's ``my_components.py``: its first python block."""
+    text = HOWTO.read_text()
+    return text.split("```python\n", 1)[1].split("\n```", 1)[0] + "\n"
 
 
-    @PRESETS.register("my_preset", info=PresetInfo(20, 3, {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}))
-    def my_preset(train: bool, size: int, normalize: dict):
-        stages = [T.RandomResizedCrop(size, scale=(0.6, 1.0))] if train else [T.Resize(size), T.CenterCrop(size)]
-        return T.Compose(stages + to_tensor_and_normalize(normalize))
-
-
-    @register_dataset("my_set", info=DatasetInfo(num_classes=3, image_size=20, native_size=24, preset="my_preset"))
-    def my_set(root, split, download):
-        """Three classes of noisy red, green and blue 24x24 squares (30 train / 12 test)."""
-        count = 30 if split == "train" else 12
-        rng = np.random.default_rng(0 if split == "train" else 1)
-        labels = [i % 3 for i in range(count)]
-        images = rng.integers(0, 60, size=(count, 24, 24, 3)).astype(np.uint8)
-        for image, label in zip(images, labels):
-            image[..., label] += 160
-        return ArrayImageDataset(images, labels), labels, ["red", "green", "blue"]
-    '''
-)
+USER_MODULE = howto_file()
 
 
 @pytest.fixture
@@ -79,7 +51,7 @@ def user_module(tmp_path: Path):
     path.write_text(USER_MODULE)
     yield path
     sys.modules.pop("my_components", None)
-    for registry, name in ((BACKBONES, "my_net"), (DATASETS, "my_set"), (PRESETS, "my_preset")):
+    for registry, name in ((BACKBONES, "my_net"), (DATASETS, "my_digits"), (PRESETS, "my_grey")):
         registry._entries.pop(name, None)
         registry._info.pop(name, None)
 
@@ -93,14 +65,16 @@ def test_imported_by_path_all_three_components_are_built(user_module: Path, tmp_
                                 f"run.output_dir={tmp_path / 'run'}"])
     assert "my_net" not in BACKBONES  # nothing is imported until something is built
     parts = build_run(config)
-    assert list(parts.model.stages) == ["conv1", "fc"]
+    assert list(parts.model.stages) == ["block1", "block2", "fc"]
+    assert parts.model.stages["block1"][0].in_channels == 1  # from my_digits' DatasetInfo(channels=1)
     image, target, index = parts.train_set[4]
-    assert image.shape == (3, 20, 20) and (target, index) == (1, 4)  # my_preset's size, from my_set's info
+    assert image.shape == (1, 20, 20) and index == 4  # my_grey's size and channels
+    assert (len(parts.eval_train_set), len(parts.test_set)) == (1347, 450) and parts.test_set.num_classes == 10
     raw = parts.test_set.base[0][0]
-    assert raw.size == (24, 24) and len(parts.test_set) == 12 and parts.test_set.classes == ["red", "green", "blue"]
-    # my_preset's test pipeline: Resize(20) (keeps channel means) then (v / 255 - 0.5) / 0.25
-    means = torch.tensor(np.asarray(raw), dtype=torch.float64).mean(dim=(0, 1))
-    assert torch.allclose(parts.test_set[0][0].double().mean(dim=(1, 2)), (means / 255 - 0.5) / 0.25, atol=0.03)
+    assert raw.size == (20, 20) and raw.mode == "L"
+    # my_grey's test pipeline at the stored size: pixel v → (v / 255 - 0.1) / 0.25
+    pixels = torch.tensor(np.asarray(raw), dtype=torch.float32)
+    assert torch.allclose(parts.test_set[0][0][0], (pixels / 255 - 0.1) / 0.25, atol=1e-5)
 
 
 def test_unknown_module_error_names_it_and_the_search_path(tmp_path: Path) -> None:
@@ -121,8 +95,8 @@ def test_recipe_cli_appends_import_to_run_imports(user_module: Path, monkeypatch
                            ["--smoke", "--import", "my_components", *MINE])
     assert config.run.imports == ["my_components"]
     # --smoke keeps the data set named on the command line, cut to the smoke sizes
-    assert (config.data.dataset, config.data.subset, config.data.test_subset) == ("my_set", 16, 8)
-    assert config.data.kwargs == {} and config.data.transform == "my_preset"
+    assert (config.data.dataset, config.data.subset, config.data.test_subset) == ("my_digits", 16, 8)
+    assert config.data.kwargs == {} and config.data.transform == "my_grey"
     plain = recipe_config(RECIPE.with_name("configs") / "cifar10_alexnet.yaml", ["--smoke"])
     assert plain.data.dataset == "synthetic" and plain.run.imports == []
 
@@ -138,13 +112,13 @@ def test_recipe_smoke_runs_the_users_backbone_dataset_and_preset(user_module: Pa
     assert done.returncode == 0, done.stderr[-3000:]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["model"]["backbone"], config["data"]["dataset"], config["data"]["transform"]) == (
-        "my_net", "my_set", "my_preset")
+        "my_net", "my_digits", "my_grey")
     assert config["run"]["imports"] == ["my_components"]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     epochs = [line for line in lines if line["kind"] == "epoch"]
     assert [e["round"] for e in epochs] == [0, 1, 2] and all(0.0 <= e["knn"] <= 1.0 for e in epochs)
     probes = [line for line in lines if line["kind"] == "linear_probe"]
-    assert len(probes) == 1 and set(probes[0]["layers"]) == {"conv1", "fc"}
+    assert len(probes) == 1 and set(probes[0]["layers"]) == {"block1", "fc"}
 
 
 def test_python_m_and_plugin_passes_import_on(user_module: Path, tmp_path: Path) -> None:
@@ -174,5 +148,5 @@ def test_slurm_job_imports_the_users_module(cluster, user_module: Path, tmp_path
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["run"]["imports"] == [str(user_module)]
     assert (config["model"]["backbone"], config["data"]["dataset"], config["data"]["transform"]) == (
-        "my_net", "my_set", "my_preset")
-    assert set(result["linear_probe"]) >= {"conv1", "fc"}
+        "my_net", "my_digits", "my_grey")
+    assert set(result["linear_probe"]) == {"block1", "fc"}

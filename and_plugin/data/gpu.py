@@ -629,7 +629,7 @@ def device_batches_for(config: Any, train_set: Dataset, sampler: GlobalBatchSamp
     Raises:
         ValueError: If the preset cannot be resolved or the images differ in size.
     """
-    from .datasets import dataset_info
+    from .builder import dataset_info
 
     data = config.data
     try:
