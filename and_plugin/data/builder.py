@@ -267,7 +267,11 @@ def register_dataset(
         build.__doc__ = _builder_doc(read, info, splits, aliases)
         common = [p for n, p in inspect.signature(build).parameters.items() if n != "kwargs"]
         extra = [p for n, p in inspect.signature(read).parameters.items() if n not in ("root", "split", "download")]
-        build.__signature__ = inspect.Signature(common + extra, return_annotation=IndexedDataset)  # type: ignore[attr-defined]
+        build.__signature__ = inspect.Signature(common + extra, return_annotation="IndexedDataset")  # type: ignore[attr-defined]
+        build.__annotations__ = {
+            **{n: a for n, a in build.__annotations__.items() if n != "kwargs"},
+            **{p.name: p.annotation for p in extra if p.annotation is not inspect.Parameter.empty},
+        }
         stored = info if info is None or info.name else replace(info, name=name)
         DATASETS.register(name, info=stored, force=force)(build)
         return build
@@ -285,7 +289,7 @@ def _builder_doc(
     for line in args_part.splitlines():
         if line and not line.startswith(" "):
             break  # the next section
-        own_args.append("    " + line if line else "")
+        own_args.append(line)
     split_text = " or ".join(f'"{s}"' for s in splits) if splits is not None else "The split to read"
     if aliases:
         split_text += " (also " + ", ".join(f'"{a}" for "{s}"' for a, s in aliases.items()) + ")"
@@ -295,7 +299,8 @@ def _builder_doc(
         else "Not supported (ignored): the files must be there."
     )
     args = _COMMON_ARGS.format(splits=split_text, download=download)
+    own = "\n".join(own_args).rstrip()
     return (
-        f"{description.rstrip()}\n\nArgs:\n{args}\n" + "\n".join(own_args).rstrip()
-        + "\n\nReturns:\n    :class:`~and_plugin.data.base.IndexedDataset` of ``(PIL image, target, index)``.\n"
+        f"{description.rstrip()}\n\nArgs:\n{args}\n" + (own + "\n" if own else "")
+        + "\nReturns:\n    :class:`~and_plugin.data.base.IndexedDataset` of ``(PIL image, target, index)``.\n"
     )
