@@ -234,7 +234,8 @@ def register_dataset(
     **kw)``; it checks ``split`` (after ``aliases``) and ``subset``, calls
     ``read(root, split, download, **kw)`` with ``root`` as given (``~`` expanded), checks the
     labels and returns ``IndexedDataset(base, targets, classes, transform)`` of the subset.
-    Its docstring is the reader's description followed by the common arguments.
+    Its docstring is the reader's description followed by the common arguments and the
+    reader's own ``Args:`` (its extra keywords, passed through ``**kw``).
 
     Args:
         name: The registered name.
@@ -265,13 +266,11 @@ def register_dataset(
         build.__name__ = build.__qualname__ = read.__name__
         build.__module__ = read.__module__
         build.__doc__ = _builder_doc(read, info, splits, aliases)
-        common = [p for n, p in inspect.signature(build).parameters.items() if n != "kwargs"]
-        extra = [p for n, p in inspect.signature(read).parameters.items() if n not in ("root", "split", "download")]
-        build.__signature__ = inspect.Signature(common + extra, return_annotation="IndexedDataset")  # type: ignore[attr-defined]
-        build.__annotations__ = {
-            **{n: a for n, a in build.__annotations__.items() if n != "kwargs"},
-            **{p.name: p.annotation for p in extra if p.annotation is not inspect.Parameter.empty},
-        }
+        # The signature shows **kwargs only when the reader takes keywords of its own (listed in the docstring).
+        own = [n for n in inspect.signature(read).parameters if n not in ("root", "split", "download")]
+        if not own:
+            common = [p for n, p in inspect.signature(build).parameters.items() if n != "kwargs"]
+            build.__signature__ = inspect.Signature(common, return_annotation="IndexedDataset")  # type: ignore[attr-defined]
         stored = info if info is None or info.name else replace(info, name=name)
         DATASETS.register(name, info=stored, force=force)(build)
         return build
