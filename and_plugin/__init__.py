@@ -6,6 +6,7 @@ The four AND components, each usable alone:
 - :class:`NeighbourhoodLoss` — the non-parametric softmax loss over the bank (Eq 2, 3, 7).
 - :class:`EntropyCurriculum` — neighbourhood discovery and anchor selection (Eq 1, 5, 6).
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
+- :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
 
 plus the :class:`Trainer` that runs Algorithm 1, the registries and the evaluators.
 """
@@ -15,11 +16,20 @@ from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
 from .data import DatasetInfo, PresetInfo, register_dataset
-from .curriculum import EntropyCurriculum, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from .curriculum import (
+    EntropyCurriculum,
+    RoundState,
+    entropy_and_neighbours,
+    neighbourhood_consistency,
+    reference_entropy_and_neighbours,
+    select_anchors,
+)
 from .evaluation import extract_features, knn_accuracy
-from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss
+from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
 from .memory_bank import MemoryBank
 from .miner import ANDMiner
+from .pml_loss import ANDLoss
+from .criteria import PMLCriterion, build_criterion
 from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
@@ -27,7 +37,10 @@ from .trainer import FitResult, Trainer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ANDLoss",
     "ANDMiner",
+    "PMLCriterion",
+    "build_criterion",
     "Backbone",
     "build_backbone",
     "build_run",
@@ -57,6 +70,8 @@ __all__ = [
     "load_config",
     "neighbourhood_consistency",
     "neighbourhood_loss",
+    "reference_bank_logsumexp",
+    "reference_entropy_and_neighbours",
     "register_dataset",
     "select_anchors",
 ]

@@ -95,6 +95,14 @@ class MethodConfig:
         instance_only: Train round 0 only (the NPID / "Instance" baseline).
         loss_chunk_size: Stream the bank in chunks of this many rows in the loss (null = at once).
         bank_dtype: "float32", "bfloat16" or "float16" storage for the memory bank.
+        loss: Registered loss name (``and_plugin.registry.LOSSES``): "neighbourhood" (Eq 7),
+            "and_pml", a PML loss ("contrastive", "triplet_margin", "multi_similarity",
+            "ntxent", "supcon") or "pml:<ClassName>" for any pytorch-metric-learning loss.
+        loss_kwargs: Keyword arguments of the loss (temperature defaults to method.temperature).
+        miner: Registered miner name (``MINERS``) feeding a PML loss; null = "and" for PML
+            losses, none for "neighbourhood".
+        miner_kwargs: Keyword arguments of the miner (e.g. negatives, num_negatives).
+        curriculum: Registered curriculum name (``CURRICULA``): "entropy".
     """
 
     temperature: float = 0.1
@@ -106,6 +114,11 @@ class MethodConfig:
     instance_only: bool = False
     loss_chunk_size: int | None = None
     bank_dtype: str = "float32"
+    loss: str = "neighbourhood"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    miner: str | None = None
+    miner_kwargs: dict[str, Any] = field(default_factory=dict)
+    curriculum: str = "entropy"
 
     def validate(self) -> None:
         _require(self.temperature > 0, "method.temperature", self.temperature, "a number > 0")
@@ -119,6 +132,16 @@ class MethodConfig:
             "method.loss_chunk_size", self.loss_chunk_size, "null or an integer >= 1",
         )
         _require_choice("method.bank_dtype", self.bank_dtype, ("float32", "bfloat16", "float16"))
+        from . import criteria  # noqa: F401  (fills LOSSES, MINERS and CURRICULA)
+        from .registry import CURRICULA, MINERS
+
+        try:
+            criteria.loss_class(self.loss)
+        except KeyError as error:
+            raise ConfigError(f"method.loss: {error.args[0]}") from None
+        if self.miner is not None:
+            _require(self.miner in MINERS, "method.miner", self.miner, f"null or one of {MINERS.names()}")
+        _require(self.curriculum in CURRICULA, "method.curriculum", self.curriculum, f"one of {CURRICULA.names()}")
 
 
 @dataclass

@@ -2,139 +2,59 @@
 
 For a query feature x_i and the memory bank M (N x d):
 
-    p_ij = exp(x_i · x̃_j / τ) / Σ_k exp(x_i · x̃_k / τ)
+    p_ij = exp(x_i · x̃_j / τ) / Σ_k exp(x_i · x̃_k / τ)                                  (Eq 2)
     L_i  = −log Σ_{j ∈ P(i)} p_ij = logsumexp_k(x_i·x̃_k/τ) − logsumexp_{j∈P(i)}(x_i·x̃_j/τ)
 
-where P(i) = {i} for an instance (Eq 2) and {i} ∪ N_k(i) for an anchor (Eq 3). Everything is
-computed in log space (never ``log(softmax(.))``), so any temperature is safe.
+where P(i) = {i} for an instance (Eq 2) and {i} ∪ N_k(i) for an anchor (Eq 3); a batch averages
+the anchors' and the instances' terms (Eq 7). Everything is computed in log space (never
+``log(softmax(.))``), so any temperature is safe.
+
+The readable code of each equation is here: :func:`reference_bank_logsumexp` (Eq 2's
+normaliser) and :func:`neighbourhood_loss` (Eq 2/3/7). The normaliser's fast kernels (streamed,
+fused attention) are in :mod:`and_plugin.kernels.bank_logsumexp`, dispatched from
+:func:`bank_logsumexp` only.
+
+Validation happens once, where a value enters: the constructor of :class:`NeighbourhoodLoss`
+checks τ and ``chunk_size``; the public functions check their arguments; the per-step path
+(``NeighbourhoodLoss.forward``) checks only shapes and dtypes, which need no host sync, and index
+ranges inside the gathers themselves (:func:`and_plugin.kernels.gather.select_rows`).
 """
 
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_indices, check_int_at_least, check_positive, check_shape
+from ._validation import check_int_at_least, check_positive, check_shape
+from .kernels.bank_logsumexp import fused_bank_logsumexp, streamed_bank_logsumexp
+from .kernels.gather import check_index_tensor, select_rows
 from .registry import LOSSES
 
 if TYPE_CHECKING:
     from .curriculum import RoundState
     from .memory_bank import MemoryBank
 
+REDUCTIONS = ("mean", "sum", "none")
 
-class _StreamingLogSumExp(torch.autograd.Function):
-    """logsumexp_k(x · M_k / τ) over the bank in chunks, keeping O(B x chunk) memory.
 
-    Backward recomputes each chunk's softmax instead of storing the B x N logits:
-    d lse_i / d x_i = (1/τ) Σ_k p_ik M_k. The bank receives no gradient.
+def reference_bank_logsumexp(features: Tensor, bank: Tensor, temperature: float) -> Tensor:
+    """Eq 2's normaliser written out: lse_i = log Σ_k exp(x_i · x̃_k / τ), from the (B, N) logits.
+
+    The reference every kernel of :mod:`and_plugin.kernels.bank_logsumexp` is tested against;
+    autograd gives d lse_i / d x_i = (1/τ) Σ_k p_ik x̃_k (and the bank's gradient, if it has one).
+
+    Args:
+        features: Queries x, shape (B, d).
+        bank: Keys x̃, shape (N, d).
+        temperature: τ > 0.
+
+    Returns:
+        Shape (B,).
     """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, bank: Tensor, temperature: float, chunk_size: int) -> Tensor:  # type: ignore[override]
-        lse = x.new_full((x.shape[0],), float("-inf"))
-        for start in range(0, bank.shape[0], chunk_size):
-            chunk = bank[start : start + chunk_size].to(x.dtype)
-            lse = torch.logaddexp(lse, torch.logsumexp(x @ chunk.T / temperature, dim=1))
-        ctx.save_for_backward(x, bank, lse)
-        ctx.temperature = temperature
-        ctx.chunk_size = chunk_size
-        return lse
-
-    @staticmethod
-    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
-        x, bank, lse = ctx.saved_tensors
-        temperature, chunk_size = ctx.temperature, ctx.chunk_size
-        expected = torch.zeros_like(x)
-        for start in range(0, bank.shape[0], chunk_size):
-            chunk = bank[start : start + chunk_size].to(x.dtype)
-            probs = torch.exp(x @ chunk.T / temperature - lse[:, None])
-            expected.addmm_(probs, chunk)
-        return expected * (grad_lse[:, None] / temperature), None, None, None
-
-
-def _fused_attention(features: Tensor, keys: Tensor, scale: float) -> tuple[Tensor, Tensor] | None:
-    """``(lse, expected)`` from one fused attention kernel, or None where none applies.
-
-    With the bank as keys and values, attention computes exactly what the loss needs:
-    lse_i = log Σ_k exp(s·x_i·M_k) (the kernel's log-sum-exp) and Σ_k p_ik M_k (its output, the
-    gradient of lse_i up to 1/τ), streaming over the bank without a B x N tensor.
-    """
-    if features.dtype != keys.dtype or features.requires_grad and keys.requires_grad:
-        return None
-    q = features.detach()[None, None]
-    k = keys.detach()[None, None]
-    device = features.device.type
-    with torch.autocast(device, enabled=False):
-        if device == "cpu" and features.dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, k, 0.0, False, scale=scale)
-        elif device == "cuda" and features.dtype in (torch.float32, torch.bfloat16, torch.float16) and keys.shape[1] % 8 == 0:
-            try:
-                out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, k, None, True, 0.0, False,
-                                                                                  scale=scale)[:2]
-            except RuntimeError:  # pragma: no cover - no kernel for this GPU/shape: use the plain path
-                return None
-        else:
-            return None
-    batch = features.shape[0]
-    return lse.reshape(-1)[:batch].to(features.dtype), out.reshape(batch, -1)
-
-
-# (device type, dtype) -> whether the fused kernel agreed with the plain computation there.
-_FUSED_CHECKED: dict[tuple[str, torch.dtype], bool] = {}
-
-
-def _checked_fused_attention(features: Tensor, keys: Tensor, temperature: float) -> tuple[Tensor, Tensor] | None:
-    """:func:`_fused_attention`, verified once per (device type, dtype) against the plain path.
-
-    The kernels are private PyTorch ops whose outputs' layout could change between releases; on
-    the first call of each kind the result is compared with logsumexp/softmax of the plain
-    logits, and on a mismatch the fused path is switched off there (with a warning).
-    """
-    kind = (features.device.type, features.dtype)
-    if _FUSED_CHECKED.get(kind) is False:
-        return None
-    try:
-        fused = _fused_attention(features, keys, 1.0 / temperature)
-    except (RuntimeError, TypeError) as error:  # op missing or signature changed in this release
-        warnings.warn(f"fused bank log-sum-exp unavailable on {kind} ({error}); using the plain path")
-        _FUSED_CHECKED[kind] = False
-        return None
-    if fused is None or kind in _FUSED_CHECKED:
-        return fused
-    with torch.no_grad():
-        logits = features.detach().float() @ keys.float().T / temperature
-        lse = torch.logsumexp(logits, dim=1)
-        expected = torch.softmax(logits, dim=1) @ keys.float()
-        tolerance = 1e-3 if features.dtype == torch.float32 or features.dtype == torch.float64 else 5e-2
-        ok = torch.allclose(fused[0].float(), lse, rtol=tolerance, atol=tolerance) and torch.allclose(
-            fused[1].float(), expected, rtol=tolerance, atol=tolerance
-        )
-    _FUSED_CHECKED[kind] = ok
-    if not ok:
-        warnings.warn(f"fused bank log-sum-exp disagrees with the plain path on {kind}; using the plain path")
-        return None
-    return fused
-
-
-class _FusedBankLogSumExp(torch.autograd.Function):
-    """logsumexp_k(x · M_k / τ) and its gradient (1/τ) Σ_k p_ik M_k from one fused kernel.
-
-    The forward pass saves only the (B, d) expectation; no B x N tensor exists at any time.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, lse: Tensor, expected: Tensor, temperature: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(expected)
-        ctx.temperature = temperature
-        return lse.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        (expected,) = ctx.saved_tensors
-        return expected * (grad_lse[:, None] / ctx.temperature), None, None, None
+    logits = features @ bank.to(features.dtype).T / temperature  # (B, N)
+    return torch.logsumexp(logits, dim=1)
 
 
 def bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_size: int | None = None) -> Tensor:
@@ -149,19 +69,31 @@ def bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_siz
             attention, CUDA's memory-efficient attention) with the bank as keys and values: one
             pass gives the log-sum-exp and Σ_k p_ik x̃_k, the whole gradient, so no (B, N) tensor
             exists and nothing is recomputed in backward; where no such kernel applies (a bank
-            that requires grad, other devices) it computes the (B, N) logits at once. An int
-            streams over the bank in chunks so forward and backward hold O(B x chunk_size) memory.
+            that requires grad, other devices) it computes the (B, N) logits at once
+            (:func:`reference_bank_logsumexp`). An int streams over the bank in chunks so forward
+            and backward hold O(B x chunk_size) memory.
 
     Returns:
         Shape (B,).
     """
-    if chunk_size is None:
-        keys = bank.to(features.dtype)
-        fused = None if bank.requires_grad else _checked_fused_attention(features, keys, temperature)
+    check_positive("temperature", temperature)
+    check_shape("features", features, (None, None))
+    check_shape("bank", bank, (None, features.shape[1]))
+    if chunk_size is not None:
+        check_int_at_least("chunk_size", chunk_size, 1)
+    return _bank_logsumexp(features, bank, temperature, chunk_size)
+
+
+def _bank_logsumexp(features: Tensor, bank: Tensor, temperature: float, chunk_size: int | None) -> Tensor:
+    """The one dispatch between the reference and the kernels of Eq 2's normaliser (unchecked)."""
+    if chunk_size is not None:
+        return streamed_bank_logsumexp(features, bank, temperature, chunk_size)
+    keys = bank.to(features.dtype)
+    if not bank.requires_grad:
+        fused = fused_bank_logsumexp(features, keys, temperature, reference_bank_logsumexp)
         if fused is not None:
-            return _FusedBankLogSumExp.apply(features, fused[0], fused[1], temperature)
-        return torch.logsumexp(features @ keys.T / temperature, dim=1)
-    return _StreamingLogSumExp.apply(features, bank, temperature, chunk_size)
+            return fused
+    return reference_bank_logsumexp(features, keys, temperature)
 
 
 def neighbourhood_loss(
@@ -193,19 +125,37 @@ def neighbourhood_loss(
     check_shape("features", features, (None, None))
     check_shape("bank", bank, (None, features.shape[1]))
     check_shape("positives", positives, (features.shape[0], None))
+    if chunk_size is not None:
+        check_int_at_least("chunk_size", chunk_size, 1)
     if positive_mask is None:
         positive_mask = torch.ones_like(positives, dtype=torch.bool)
     check_shape("positive_mask", positive_mask, tuple(positives.shape))
     if not bool(positive_mask.any(dim=1).all()):
         raise ValueError("positive_mask: every query needs at least one positive")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of ['mean', 'sum', 'none'], got {reduction!r}")
-    positives = positives.to(bank.device)
-    positive_keys = bank[positives].to(features.dtype)  # (B, P, d)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    return _neighbourhood_loss(features, bank, positives, positive_mask, temperature, chunk_size, reduction)
+
+
+def _neighbourhood_loss(
+    features: Tensor,
+    bank: Tensor,
+    positives: Tensor,
+    positive_mask: Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    reduction: str,
+    positives_name: str = "positives",
+) -> Tensor:
+    """:func:`neighbourhood_loss` on validated arguments: Eq 7 in log space, no host sync."""
+    batch, width = positives.shape
+    flat = positives.reshape(-1).to(bank.device)
+    positive_keys = select_rows(positives_name, bank, flat).view(batch, width, -1).to(features.dtype)  # (B, P, d)
     positive_logits = torch.einsum("bd,bpd->bp", features, positive_keys) / temperature
     positive_logits = positive_logits.masked_fill(~positive_mask.to(features.device), float("-inf"))
-    losses = bank_logsumexp(features, bank, temperature, chunk_size) - torch.logsumexp(positive_logits, dim=1)
-    if reduction == "mean":
+    # L_i = logsumexp_k(x_i·x̃_k/τ) − logsumexp_{j∈P(i)}(x_i·x̃_j/τ) = −log Σ_{j∈P(i)} p_ij  (Eq 2, 3)
+    losses = _bank_logsumexp(features, bank, temperature, chunk_size) - torch.logsumexp(positive_logits, dim=1)
+    if reduction == "mean":  # Eq 7 over the batch size, as the reference code does
         return losses.mean()
     if reduction == "sum":
         return losses.sum()
@@ -258,16 +208,30 @@ class NeighbourhoodLoss(nn.Module):
 
         Returns:
             A scalar, or shape (B,) for ``reduction="none"``.
+
+        Raises:
+            ValueError: For a bad shape or dtype; on the CPU also for an index outside [0, N) (on
+                CUDA the gather itself refuses it: the check costs no host sync).
         """
         keys = bank.bank if hasattr(bank, "bank") else bank
+        check_shape("features", features, (None, None))
+        check_shape("bank", keys, (None, features.shape[1]))
+        check_index_tensor("indices", indices)
         check_shape("indices", indices, (features.shape[0],))
-        check_indices("indices", indices, keys.shape[0])
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
         if round_state is None:
             positives = indices.view(-1, 1)
-            mask = None
+            mask = torch.ones_like(positives, dtype=torch.bool)
         else:
-            positives, mask = round_state.positives(indices)
-        return neighbourhood_loss(features, keys, positives, mask, self.temperature, self.chunk_size, reduction)
+            if round_state.num_samples != keys.shape[0]:
+                raise ValueError(
+                    f"round_state: it covers {round_state.num_samples} samples but the bank has {keys.shape[0]} rows"
+                )
+            positives, mask = round_state.positives(indices)  # column 0 = the sample itself: never empty
+        return _neighbourhood_loss(
+            features, keys, positives, mask, self.temperature, self.chunk_size, reduction, positives_name="indices"
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, chunk_size={self.chunk_size}"

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ._validation import check_in_range, check_indices, check_int_at_least, check_shape
 from .distributed import all_gather_cat
+from .kernels.gather import check_index_tensor
 
 
 class MemoryBank(nn.Module):
@@ -83,28 +84,40 @@ class MemoryBank(nn.Module):
     def update(self, indices: Tensor, features: Tensor) -> None:
         """Applies the EMA write of Eq 8 for one (local) batch; call after the loss is computed.
 
+        One host sync per call: a single combined check that every index lies in [0, N) and
+        every feature is finite (the detailed message is worked out only when it fails). The
+        duplicate handling has a fixed output size, so it adds none.
+
         Args:
             indices: Shape (B,), sample indices in [0, N).
             features: Shape (B, d), the batch's features (detached inside).
+
+        Raises:
+            ValueError: For a bad shape or dtype, an index outside [0, N) or a non-finite feature.
         """
-        check_indices("indices", indices, self.size)
+        check_index_tensor("indices", indices)
         check_shape("features", features, (indices.shape[0], self.dim))
         indices = all_gather_cat(indices.to(self.bank.device))
         features = all_gather_cat(features.detach().to(self.bank.device, torch.float32))
-        if not torch.isfinite(features).all():
+        # After the gather every rank holds the same tensors, so all ranks raise together.
+        bad = (indices < 0).any() | (indices >= self.size).any() | ~torch.isfinite(features).all()
+        if bad:  # the one host sync
+            check_indices("indices", indices, self.size)
             raise ValueError("features must be finite; got NaN or inf (check the loss and learning rate)")
-        unique, inverse = torch.unique(indices, return_inverse=True)
-        if unique.numel() != indices.numel():
-            summed = torch.zeros(unique.numel(), self.dim, device=features.device).index_add_(0, inverse, features)
-            counts = torch.bincount(inverse, minlength=unique.numel()).unsqueeze(1)
-            features = summed / counts
-        else:
-            order = torch.empty_like(inverse)
-            order[inverse] = torch.arange(inverse.numel(), device=inverse.device)
-            features = features[order]
+        # Average repeated indices (x̄ per distinct index) without torch.unique, whose output
+        # size would need a sync: sort, number the runs of equal indices, sum per run.
+        indices, order = torch.sort(indices, stable=True)
+        features = features.index_select(0, order)
+        starts = torch.ones_like(indices, dtype=torch.bool)
+        starts[1:] = indices[1:] != indices[:-1]
+        run = starts.cumsum(0) - 1  # (B,), the run of every row
+        sums = torch.zeros_like(features).index_add_(0, run, features)
+        counts = torch.zeros_like(features[:, 0]).index_add_(0, run, torch.ones_like(features[:, 0]))
+        mean = (sums / counts.clamp_min_(1).unsqueeze(1)).index_select(0, run)
         eta = self.memory_momentum
-        old = self.bank[unique].float()
-        self.bank[unique] = F.normalize((1.0 - eta) * old + eta * features, dim=1).to(self.bank.dtype)
+        old = self.bank.index_select(0, indices).float()
+        # Rows of one index are equal, so writing each of them leaves the same (order-free) result.
+        self.bank.index_copy_(0, indices, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype))
 
     @torch.no_grad()
     def fill(self, features: Tensor) -> None:

@@ -35,10 +35,12 @@ class Registry:
 
     Args:
         kind: What the registry holds ("backbone", "dataset", ...); used in error messages.
+        plural: The plural of ``kind`` in messages; ``kind + "s"`` by default.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural if plural is not None else kind + "s"
         self._entries: dict[str, Callable[..., Any]] = {}
         self._info: dict[str, Any] = {}
 
@@ -82,7 +84,7 @@ class Registry:
             return self._entries[name]
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}") from None
 
     def info(self, name: str) -> Any:
         """The ``info`` registered with ``name`` (None when it was registered without).
@@ -116,8 +118,8 @@ class Registry:
 
 BACKBONES = Registry("backbone")
 DATASETS = Registry("dataset")
-#: Augmentation presets: ``(train, size, mean, std) → transform`` with a ``PresetInfo``.
+#: Augmentation presets: ``(train, size, normalize) → transform`` with a ``PresetInfo``.
 PRESETS = Registry("preset")
-LOSSES = Registry("loss")
+LOSSES = Registry("loss", "losses")
 MINERS = Registry("miner")
-CURRICULA = Registry("curriculum")
+CURRICULA = Registry("curriculum", "curricula")

@@ -26,12 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, save_config
+from .criteria import build_criterion
 from .curriculum import EntropyCurriculum, RoundState
 from .distributed import broadcast_object, get_rank, get_world_size, is_distributed, is_main_process
 from .evaluation.knn import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss
 from .memory_bank import MemoryBank
 from .progress import progress_bar
+from .registry import CURRICULA
 from .sampling import GlobalBatchSampler
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -172,8 +174,9 @@ class Trainer:
             dtype=getattr(torch, method.bank_dtype),
             seed=config.run.seed,
         ).to(self.device)
-        self.criterion = NeighbourhoodLoss(method.temperature, method.loss_chunk_size)
-        self.curriculum = EntropyCurriculum(method.rounds, method.neighbours, method.temperature, method.selection)
+        self.curriculum = CURRICULA.build(method.curriculum, rounds=method.rounds, neighbours=method.neighbours,
+                                          temperature=method.temperature, selection=method.selection)
+        self.criterion = build_criterion(method, self.curriculum)  # method.loss / miner by name
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
             lr=config.optim.lr,

@@ -465,17 +465,17 @@ def _measure_loss(size: int, dtype: torch.dtype, repeats: int, device: torch.dev
         loss.backward()
         bank.update(indices, features)
 
-    import and_plugin.loss as loss_module
+    import and_plugin.kernels.bank_logsumexp as loss_kernels
 
-    fused = loss_module._fused_attention
+    fused = loss_kernels.fused_attention
     if plain:  # the previous default: (B, N) logits, autograd through logsumexp
-        loss_module._fused_attention = lambda *args: None
+        loss_kernels.fused_attention = lambda *args: None
     try:
         step()
         with PeakMemory(device) as memory:
             seconds = timed(step, device, 0, repeats)
     finally:
-        loss_module._fused_attention = fused
+        loss_kernels.fused_attention = fused
     path = "plain B x N (old)" if plain else "fused" if chunk is None else f"streamed {chunk:,}"
     return {"n": size, "bank_dtype": str(dtype).replace("torch.", ""), "batch": batch,
             "path": path, "chunk_size": chunk, "ms": seconds * 1e3,
@@ -486,7 +486,7 @@ def bench_refresh(plan: Plan, device: torch.device, baseline: bool = False) -> l
     """entropy_and_neighbours + select_anchors (the round-start refresh) on a synthetic bank."""
     rows = []
     if baseline:  # the previous algorithm (now the fallback): row blocks x all N, per-row logsumexp
-        from and_plugin.curriculum import _entropy_and_neighbours_rows
+        from and_plugin.curriculum import reference_entropy_and_neighbours
 
         size = plan.refresh_sizes[0]
         bank = unit_bank(size, 128, torch.float32, device)
@@ -494,7 +494,7 @@ def bench_refresh(plan: Plan, device: torch.device, baseline: bool = False) -> l
         with PeakMemory(device) as memory:
             sync(device)
             start, cpu_start = time.perf_counter(), cpu_seconds()
-            entropy, _ = _entropy_and_neighbours_rows(bank, 0.1, 1, budget, torch.float32)
+            entropy, _ = reference_entropy_and_neighbours(bank, 0.1, 1, budget)
             select_anchors(entropy, 0.5)
             sync(device)
             seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start

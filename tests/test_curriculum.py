@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from and_plugin import EntropyCurriculum, MemoryBank, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from and_plugin import EntropyCurriculum, MemoryBank, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from and_plugin.curriculum import reference_entropy_and_neighbours
 
 
 def entropy_by_hand(bank, tau):
@@ -120,3 +121,51 @@ def test_neighbours_must_be_below_n_and_round_in_range():
         EntropyCurriculum(rounds=2).discover(MemoryBank(5, 3), 3)
     with pytest.raises(ValueError, match="round must be >= 1 for discovery"):
         EntropyCurriculum(rounds=2).discover(MemoryBank(5, 3), 0)
+
+
+def test_round_state_is_checked_once_when_built():
+    mask = torch.tensor([True, False, True])
+    with pytest.raises(ValueError, match=r"neighbours must lie in \[0, 3\), got 3"):
+        RoundState(1, mask, torch.tensor([[1], [2], [3]]), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"neighbours must have shape \(3, \*\), got \(2, 1\)"):
+        RoundState(1, mask, torch.tensor([[1], [2]]), torch.zeros(3))
+    with pytest.raises(ValueError, match="anchor_mask must have dtype torch.bool, got torch.int64"):
+        RoundState(1, torch.tensor([1, 0, 1]), torch.tensor([[1], [2], [0]]), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"entropy must have shape \(3\), got \(4,\)"):
+        RoundState(1, mask, torch.tensor([[1], [2], [0]]), torch.zeros(4))
+    with pytest.raises(ValueError, match="neighbours must have an integer dtype"):
+        RoundState.from_state_dict({"round": 1, "anchor_mask": mask, "neighbours": torch.zeros(3, 1), "entropy": torch.zeros(3)})
+
+
+def test_positives_refuse_bad_indices_by_name():
+    state = RoundState(1, torch.tensor([True, False, True]), torch.tensor([[1], [2], [0]]), torch.zeros(3))
+    for bad, value in ((torch.tensor([0, 3]), 3), (torch.tensor([-1]), -1)):
+        with pytest.raises(ValueError, match=rf"indices must lie in \[0, 3\), got {value}"):
+            state.positives(bad)
+    with pytest.raises(ValueError, match="indices must have an integer dtype"):
+        state.positives(torch.tensor([0.0]))
+    positives, mask = state.positives(torch.tensor([2, 1, 2]))
+    assert positives.tolist() == [[2, 0], [1, 2], [2, 0]] and mask.tolist() == [[True, True], [True, False], [True, True]]
+
+
+def test_discover_equals_the_reference_of_eq1_and_eq5():
+    """The curriculum's refresh (the tiled kernel) against the plain formula, then Eq 6 on top."""
+    bank = F.normalize(torch.randn(130, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64), dim=1)
+    state = EntropyCurriculum(rounds=4, neighbours=3, temperature=0.07, max_chunk_bytes=2 * 8 * 32 * 32).discover(bank, 3)
+    entropy, nearest = reference_entropy_and_neighbours(bank, 0.07, 3)
+    assert torch.allclose(state.entropy, entropy, rtol=1e-11, atol=1e-11)
+    assert torch.equal(state.neighbours.sort(dim=1).values, nearest.sort(dim=1).values)
+    assert torch.equal(state.anchor_mask, select_anchors(entropy, 0.75))
+
+
+def test_temperature_is_checked_where_it_enters_only(monkeypatch):
+    """The constructor checks τ; discover (every round) does not check it again."""
+    import and_plugin.curriculum as curriculum_module
+
+    curriculum = EntropyCurriculum(rounds=1)
+    calls = []
+    monkeypatch.setattr(curriculum_module, "check_positive", lambda *args: calls.append(args))
+    curriculum.discover(MemoryBank(10, 4), 1)
+    assert calls == []
+    entropy_and_neighbours(torch.eye(4), 0.1)
+    assert calls == [("temperature", 0.1)]

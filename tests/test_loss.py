@@ -1,4 +1,5 @@
-"""The loss against Eq 2, 3, 7 and its gradients against Eq 9–11, all in float64."""
+"""The loss against Eq 2, 3, 7 and its gradients against Eq 9–11, all in float64; the kernels of
+Eq 2's normaliser against the reference; the host syncs of one training step."""
 
 import math
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from and_plugin import EntropyCurriculum, MemoryBank, NeighbourhoodLoss, RoundState, neighbourhood_loss
-
+import and_plugin.kernels.bank_logsumexp as kernels
+from and_plugin import EntropyCurriculum, MemoryBank, NeighbourhoodLoss, RoundState, bank_logsumexp, neighbourhood_loss
+from and_plugin.loss import reference_bank_logsumexp
 
 
 def unit(n, d, seed):
@@ -172,19 +174,159 @@ def test_bad_shapes_and_indices_are_named():
 
 def test_fused_kernel_is_checked_once_and_dropped_on_mismatch(monkeypatch):
     """A fused kernel whose output layout is wrong (a future PyTorch) must not change the loss."""
-    import and_plugin.loss as loss_module
-
     bank = unit(30, 8, 11).float()
     x = unit(4, 8, 12).float()
     plain = torch.logsumexp(x @ bank.T / 0.1, dim=1)
-    real = loss_module._fused_attention
-    monkeypatch.setattr(loss_module, "_FUSED_CHECKED", {})
-    monkeypatch.setattr(loss_module, "_fused_attention", lambda f, k, s: tuple(t.flip(0) for t in real(f, k, s)))
+    real = kernels.fused_attention
+    monkeypatch.setattr(kernels, "FUSED_CHECKED", {})
+    monkeypatch.setattr(kernels, "fused_attention", lambda f, k, s: tuple(t.flip(0) for t in real(f, k, s)))
     with pytest.warns(UserWarning, match="disagrees with the plain path"):
-        got = loss_module.bank_logsumexp(x, bank, 0.1)
+        got = bank_logsumexp(x, bank, 0.1)
     assert torch.allclose(got, plain, atol=1e-5)
-    assert loss_module._FUSED_CHECKED[("cpu", torch.float32)] is False
-    monkeypatch.setattr(loss_module, "_fused_attention", real)
-    monkeypatch.setattr(loss_module, "_FUSED_CHECKED", {})
-    assert torch.allclose(loss_module.bank_logsumexp(x, bank, 0.1), plain, atol=1e-5)
-    assert loss_module._FUSED_CHECKED[("cpu", torch.float32)] is True
+    assert kernels.FUSED_CHECKED[("cpu", torch.float32)] is False
+    monkeypatch.setattr(kernels, "fused_attention", real)
+    monkeypatch.setattr(kernels, "FUSED_CHECKED", {})
+    assert torch.allclose(bank_logsumexp(x, bank, 0.1), plain, atol=1e-5)
+    assert kernels.FUSED_CHECKED[("cpu", torch.float32)] is True
+
+
+def test_a_wrong_fused_gradient_is_caught_too(monkeypatch):
+    """The once-per-device check compares the kernel's Σ_k p_ik x̃_k with the reference's gradient."""
+    bank, x = unit(30, 8, 13).float(), unit(4, 8, 14).float()
+    real = kernels.fused_attention
+    monkeypatch.setattr(kernels, "FUSED_CHECKED", {})
+    monkeypatch.setattr(kernels, "fused_attention", lambda f, k, s: (real(f, k, s)[0], real(f, k, s)[1] * 0.5))
+    with pytest.warns(UserWarning, match="disagrees"):
+        assert kernels.fused_bank_logsumexp(x, bank, 0.1, reference_bank_logsumexp) is None
+
+
+SHAPES = [(1, 1, 4), (5, 37, 8), (16, 300, 32), (3, 1000, 16)]  # (B, N, d)
+DTYPES = [(torch.float64, 1e-12), (torch.float32, 2e-5)]
+
+
+def value_and_gradient(function, x, bank, tau):
+    x = x.detach().clone().requires_grad_()
+    lse = function(x, bank, tau)
+    (gradient,) = torch.autograd.grad((lse * torch.linspace(0.5, 1.5, lse.numel(), dtype=lse.dtype)).sum(), x)
+    return lse.detach(), gradient
+
+
+@pytest.mark.parametrize("dtype, tolerance", DTYPES)
+@pytest.mark.parametrize("b, n, d", SHAPES)
+@pytest.mark.parametrize("chunk", [1, 7, 64, 5000])
+@pytest.mark.parametrize("tau", [0.05, 1.0])
+def test_streamed_kernel_equals_the_reference(dtype, tolerance, b, n, d, chunk, tau):
+    bank, x = unit(n, d, n).to(dtype), unit(b, d, b + 1).to(dtype)
+    expected = value_and_gradient(reference_bank_logsumexp, x, bank, tau)
+    got = value_and_gradient(lambda q, m, t: kernels.streamed_bank_logsumexp(q, m, t, chunk), x, bank, tau)
+    for g, e in zip(got, expected):
+        assert g.dtype == dtype and torch.allclose(g, e, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype, tolerance", DTYPES)
+@pytest.mark.parametrize("b, n, d", SHAPES)
+@pytest.mark.parametrize("tau", [0.05, 1.0])
+def test_fused_kernel_equals_the_reference(monkeypatch, dtype, tolerance, b, n, d, tau):
+    monkeypatch.setattr(kernels, "FUSED_CHECKED", {})
+    bank, x = unit(n, d, n).to(dtype), unit(b, d, b + 1).to(dtype)
+    expected = value_and_gradient(reference_bank_logsumexp, x, bank, tau)
+    got = value_and_gradient(lambda q, m, t: kernels.fused_bank_logsumexp(q, m, t, reference_bank_logsumexp), x, bank, tau)
+    assert kernels.FUSED_CHECKED == {("cpu", dtype): True}  # the kernel ran, and agreed once
+    for g, e in zip(got, expected):
+        assert g.dtype == dtype and torch.allclose(g, e, rtol=tolerance * 10, atol=tolerance * 10)
+
+
+def test_dispatch_uses_the_reference_for_a_bank_with_grad():
+    """Live keys (Eq 9–11) need the bank's gradient, which only the reference gives."""
+    bank = unit(20, 4, 15).requires_grad_()
+    x = unit(3, 4, 16)
+    bank_logsumexp(x, bank, 0.1).sum().backward()
+    assert bank.grad is not None and bank.grad.abs().sum() > 0
+
+
+class HostSyncs:
+    """Counts the operations that read a tensor's values on the host: on a GPU each is a
+    device-to-host sync. Python scalar conversions and ops whose output shape depends on the data;
+    on the CPU nothing syncs, so this is how a CPU test sees what a GPU step would wait for."""
+
+    METHODS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero", "unique",
+               "masked_select")
+    FUNCTIONS = ("nonzero", "unique", "unique_consecutive", "masked_select", "argwhere", "allclose", "equal")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.METHODS:
+            monkeypatch.setattr(torch.Tensor, name, self._counted(getattr(torch.Tensor, name)))
+        for name in self.FUNCTIONS:
+            monkeypatch.setattr(torch, name, self._counted(getattr(torch, name)))
+
+    def _counted(self, original):
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        return counted
+
+    def during(self, function):
+        before = self.count
+        function()
+        return self.count - before
+
+
+@pytest.mark.parametrize("chunk_size", [None, 16])
+@pytest.mark.parametrize("with_round_state", [False, True])
+def test_a_training_step_has_one_host_sync(monkeypatch, chunk_size, with_round_state):
+    """Loss + backward + bank update: the bank's one combined check (indices in range, features
+    finite) is the only sync; the loss, the round state's positives and the kernels have none."""
+    torch.manual_seed(0)
+    bank = MemoryBank(200, 8, seed=1)
+    state = EntropyCurriculum(rounds=2, neighbours=2).discover(bank, round=1) if with_round_state else None
+    criterion = NeighbourhoodLoss(0.1, chunk_size=chunk_size)
+    model = torch.nn.Linear(12, 8)
+    images = torch.randn(32, 12)
+    indices = torch.tensor([3, 7, 7, 150, 199, 0, 42, 42] * 4)  # repeated indices too
+
+    def loss_only():
+        features = F.normalize(model(images), dim=1)
+        return criterion(features, indices, bank, state), features
+
+    def step():
+        loss, features = loss_only()
+        loss.backward()
+        bank.update(indices, features)
+
+    step()  # warm-up: the fused kernel's once-per-device check happens here
+    syncs = HostSyncs(monkeypatch)
+    assert syncs.during(lambda: bool(torch.tensor(True))) == 1  # the counter sees a sync
+    assert syncs.during(lambda: loss_only()[0].backward()) == 0
+    assert syncs.during(step) == 1
+    features = F.normalize(torch.randn(32, 8), dim=1)
+    assert syncs.during(lambda: bank.update(indices, features)) == 1
+
+
+def test_temperature_is_checked_where_it_enters_only(monkeypatch):
+    """The constructor checks τ once; the per-step forward never checks it again."""
+    import and_plugin.loss as loss_module
+
+    criterion = NeighbourhoodLoss(0.1)
+    calls = []
+    monkeypatch.setattr(loss_module, "check_positive", lambda *args: calls.append(args))
+    criterion(unit(2, 4, 1), torch.tensor([0, 1]), unit(5, 4, 2))
+    assert calls == []
+    neighbourhood_loss(unit(2, 4, 1), unit(5, 4, 2), torch.tensor([[0], [1]]), temperature=0.2)
+    assert calls == [("temperature", 0.2)]
+
+
+def test_public_functions_name_bad_input():
+    bank, x = unit(10, 4, 0), unit(2, 4, 1)
+    with pytest.raises(ValueError, match=r"positives must lie in \[0, 10\), got 12"):
+        neighbourhood_loss(x, bank, torch.tensor([[0, 12], [1, 2]]))
+    with pytest.raises(ValueError, match="positive_mask: every query needs at least one positive"):
+        neighbourhood_loss(x, bank, torch.tensor([[0], [1]]), torch.tensor([[True], [False]]))
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        bank_logsumexp(x, bank, 0)
+    with pytest.raises(ValueError, match=r"reduction must be one of \['mean', 'sum', 'none'\], got 'max'"):
+        NeighbourhoodLoss()(x, torch.tensor([0, 1]), bank, reduction="max")
+    state = RoundState(1, torch.ones(8, dtype=torch.bool), torch.zeros(8, 1, dtype=torch.long), torch.zeros(8))
+    with pytest.raises(ValueError, match="round_state: it covers 8 samples but the bank has 10 rows"):
+        NeighbourhoodLoss()(x, torch.tensor([0, 1]), bank, state)

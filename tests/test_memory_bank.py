@@ -101,3 +101,33 @@ def test_bad_updates():
         bank.update(torch.tensor([0.0]), torch.randn(1, 3))
     with pytest.raises(ValueError, match="features must be finite"):
         bank.update(torch.tensor([0]), torch.full((1, 3), float("nan")))
+
+
+def test_three_repeats_and_singles_equal_eq8_with_the_mean():
+    """Every distinct index is written once, with the mean of its features (float64, by hand)."""
+    bank = MemoryBank(7, 3, memory_momentum=0.3, dtype=torch.float64, seed=4)
+    start = bank.bank.clone()
+    x = F.normalize(torch.randn(6, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64), dim=1)
+    indices = torch.tensor([5, 2, 5, 6, 5, 0])
+    bank.update(indices, x)
+    for i in range(7):
+        rows = [b for b in range(6) if int(indices[b]) == i]
+        if not rows:
+            assert torch.equal(bank.bank[i], start[i])
+            continue
+        mean = sum(x[b] for b in rows) / len(rows)
+        assert torch.allclose(bank.bank[i], F.normalize(0.7 * start[i] + 0.3 * mean, dim=0), atol=1e-15)
+
+
+def test_negative_and_out_of_range_indices_are_named_in_one_check():
+    bank = MemoryBank(5, 3)
+    before = bank.bank.clone()
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\), got -2"):
+        bank.update(torch.tensor([1, -2]), torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\), got 7"):
+        bank.update(torch.tensor([1, 7]), torch.full((2, 3), float("inf")))  # the index is named first
+    with pytest.raises(ValueError, match="features must be finite"):
+        bank.update(torch.tensor([1, 2]), torch.tensor([[0.0, 1.0, 0.0], [float("inf"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"indices must be a 1-D integer tensor, got \(1, 2\)"):
+        bank.update(torch.tensor([[1, 2]]), torch.randn(2, 3))
+    assert torch.equal(bank.bank, before)  # nothing written by a refused update

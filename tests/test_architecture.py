@@ -1,0 +1,118 @@
+"""The import rule of docs/architecture.md: a module imports only from its own layer or below.
+
+The layer table is read from the page itself, so the page and the code cannot drift apart:
+every module of the package must be in the table, and every import between and_plugin modules
+(top-level, function-local and type-checking ones alike) must point down or sideways.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "and_plugin"
+PAGE = REPO / "docs" / "architecture.md"
+
+
+def layer_table() -> dict[str, tuple[int, str]]:
+    """{module name relative to and_plugin: (layer number, layer name)} from the page's table."""
+    lines = PAGE.read_text().splitlines()
+    start = lines.index("<!-- layers -->")
+    table: dict[str, tuple[int, str]] = {}
+    for line in lines[start + 3 :]:
+        if not line.startswith("|"):
+            break
+        layer, modules = [cell.strip() for cell in line.strip("|").split("|")][:2]
+        number = int(re.match(r"(\d+)\.", layer).group(1))
+        for name in re.findall(r"`([\w.]+)`", modules):
+            table[name] = (number, layer)
+    return table
+
+
+def module_name(path: Path) -> str:
+    """``and_plugin/kernels/gather.py`` -> ``kernels.gather``; ``and_plugin/__init__.py`` -> ``__init__``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def layer_of(name: str, table: dict[str, tuple[int, str]]) -> tuple[int, str] | None:
+    """The layer of a module: its own row, else the row of the nearest enclosing package."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in table:
+            return table[".".join(parts[:end])]
+    return None
+
+
+def imports_of(name: str, path: Path) -> list[tuple[int, str]]:
+    """(line, imported module relative to and_plugin) for every import of an and_plugin module."""
+    is_package = path.name == "__init__.py"
+    here = name.split(".") if name != "__init__" else []
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "and_plugin" or alias.name.startswith("and_plugin."):
+                    found.append((node.lineno, alias.name.removeprefix("and_plugin").lstrip(".") or "__init__"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here if is_package else here[:-1]
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and (node.module == "and_plugin" or node.module.startswith("and_plugin.")):
+                target = node.module.removeprefix("and_plugin").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from . import loss` imports the module and_plugin.loss
+                child = f"{target}.{alias.name}" if target else alias.name
+                if child in MODULES:
+                    found.append((node.lineno, child))
+                else:
+                    found.append((node.lineno, target or "__init__"))
+    return found
+
+
+def test_the_page_has_a_layer_table():
+    table = layer_table()
+    assert {"kernels", "loss", "curriculum", "memory_bank", "trainer", "config", "__init__"} <= set(table)
+    assert table["kernels"][0] < table["loss"][0] < table["trainer"][0]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_module_is_in_the_table(name):
+    assert layer_of(name, layer_table()) is not None, (
+        f"and_plugin.{name} is in no layer: add it to the table in docs/architecture.md"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_point_down_or_sideways(name):
+    table = layer_table()
+    own = layer_of(name, table)
+    if own is None:
+        pytest.skip("not in the table (reported by test_every_module_is_in_the_table)")
+    wrong = []
+    for line, target in imports_of(name, MODULES[name]):
+        other = layer_of(target, table)
+        if other is not None and other[0] > own[0]:
+            wrong.append(f"and_plugin/{MODULES[name].relative_to(PACKAGE)}:{line} imports and_plugin.{target} ({other[1]})")
+    assert not wrong, f"and_plugin.{name} ({own[1]}) may import only its own layer or below:\n" + "\n".join(wrong)
+
+
+def test_the_checker_sees_a_wrong_import(tmp_path):
+    """The rule can fail: a core module that imported the trainer would be reported."""
+    fake = tmp_path / "loss.py"
+    fake.write_text("from .trainer import Trainer\n\ndef f():\n    from and_plugin.launcher import submit\n")
+    targets = [target for _, target in imports_of("loss", fake)]
+    assert targets == ["trainer", "launcher"]
+    table = layer_table()
+    assert all(layer_of(t, table)[0] > layer_of("loss", table)[0] for t in targets)
