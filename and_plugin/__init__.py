@@ -17,6 +17,7 @@ from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
 from .checkpoint import CheckpointError
+from .data import DatasetInfo, PresetInfo, register_dataset
 from .curriculum import (
     EntropyCurriculum,
     RoundState,
@@ -34,7 +35,7 @@ from .miner import ANDMiner
 from .pml_loss import ANDLoss
 from .criteria import PMLCriterion, build_criterion
 from .rundir import RunDirError
-from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, Registry
+from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
 
@@ -57,12 +58,15 @@ __all__ = [
     "ConfigError",
     "DATASETS",
     "DivergenceError",
+    "DatasetInfo",
     "EntropyCurriculum",
     "FitResult",
     "GlobalBatchSampler",
     "LOSSES",
     "MINERS",
     "MemoryBank",
+    "PRESETS",
+    "PresetInfo",
     "NeighbourhoodLoss",
     "Registry",
     "RoundState",
@@ -77,5 +81,6 @@ __all__ = [
     "neighbourhood_loss",
     "reference_bank_logsumexp",
     "reference_entropy_and_neighbours",
+    "register_dataset",
     "select_anchors",
 ]

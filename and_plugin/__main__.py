@@ -2,7 +2,9 @@
 
 ``python -m and_plugin --list`` lists the recipes (``recipes/configs/*.yaml``). Every other
 argument goes to the recipe's command line (see :mod:`and_plugin.cli`), e.g.
-``python -m and_plugin --recipe cifar10_alexnet --smoke``.
+``python -m and_plugin --recipe cifar10_alexnet --smoke``, or with components of your own
+``python -m and_plugin --recipe cifar10_alexnet --smoke --import my_components model.backbone=my_net``
+(``--import`` is the recipes' option: see :mod:`and_plugin.plugins`).
 
 Errors take the recipes' path (:func:`and_plugin.cli.exit_on_error`): a user error prints one
 line and exits 2; ``--debug`` (or ``AND_DEBUG=1``) shows the traceback.
@@ -26,7 +28,8 @@ def _entry(argv: list[str] | None = None) -> None:
     known = sorted(p.stem for p in RECIPE_CONFIGS.glob("*.yaml")) if RECIPE_CONFIGS.is_dir() else []
     if args.list or not args.recipe:
         print("recipes: " + (", ".join(known) or f"(none found in {RECIPE_CONFIGS})"))
-        print("usage: python -m and_plugin --recipe NAME [--smoke] [--slurm] [key=value ...]  (NAME --help for more)")
+        print("usage: python -m and_plugin --recipe NAME [--smoke] [--slurm] [--import MODULE] [key=value ...]"
+              "  (NAME --help for more)")
         raise SystemExit(0 if args.list else 2)
     if args.recipe not in known:
         print(f"error: --recipe: got {args.recipe!r}; allowed: {known}", file=sys.stderr)

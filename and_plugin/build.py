@@ -1,4 +1,8 @@
-"""From a :class:`~and_plugin.config.Config` to the pieces a run needs: backbone and data sets."""
+"""From a :class:`~and_plugin.config.Config` to the pieces a run needs: backbone and data sets.
+
+Every builder here first imports ``run.imports`` (:mod:`and_plugin.plugins`), so components
+registered in your own modules are found by name.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from typing import Any
 from torch import nn
 
 from .backbones import build_backbone
-from .config import Config
-from .data import build_dataset, build_transform, dataset_info
+from .config import Config, ConfigError
+from .data import available_presets, build_dataset, build_transform, dataset_info
 from .data.base import IndexedDataset
+from .plugins import import_modules
 from .registry import BACKBONES, DATASETS
 
 
@@ -34,6 +39,7 @@ class RunParts:
 
 def build_model(config: Config) -> nn.Module:
     """Builds the configured backbone; grey data sets get ``in_channels=1`` where supported."""
+    import_modules(config.run.imports)
     kwargs: dict[str, Any] = dict(config.model.kwargs)
     name = config.model.backbone
     if not name.startswith("torchvision:"):
@@ -47,9 +53,15 @@ def build_model(config: Config) -> nn.Module:
 
 def build_datasets(config: Config) -> tuple[IndexedDataset, IndexedDataset, IndexedDataset]:
     """(train with augmentation, train with test transform, test) for the configured data set."""
+    import_modules(config.run.imports)
     data = config.data
     DATASETS.get(data.dataset)  # the registry's error, listing every known data set
     preset = data.transform or dataset_info(data.dataset).preset
+    if preset is None:
+        raise ConfigError(
+            f"data.transform: got None, and data set {data.dataset!r} was registered without a default preset; "
+            f"set data.transform to one of {available_presets()} (or register it with info=DatasetInfo(preset=...))"
+        )
     train_transform = build_transform(preset, train=True)
     test_transform = build_transform(preset, train=False)
     common = {"root": data.root, "download": data.download, **data.kwargs}

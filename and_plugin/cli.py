@@ -3,6 +3,8 @@
 Options (see ``--help`` of any recipe):
 
 - ``--config EXTRA.yaml`` (repeatable): merged on top of the recipe's YAML.
+- ``--import MODULE`` (repeatable): a module (dotted name or ``.py`` path) of your own
+  components, imported first and appended to ``run.imports`` (so SLURM jobs import it too).
 - ``--data-dir DIR`` → ``data.root``; ``--output-dir DIR`` → ``run.output_dir``.
 - ``--resume``: continue from ``<output_dir>/checkpoint.pt`` (a finished run is left as it is);
   an error when there is none. Without it a run directory that already holds a run is refused
@@ -11,7 +13,9 @@ Options (see ``--help`` of any recipe):
 - ``--smoke``: the same recipe on the generated ``synthetic`` data set at the recipe's image size
   and channels (16 train / 8 test images, 4 classes), batch 8, one epoch per round, 2 rounds,
   one probe epoch, fp32 — every recipe runs end to end in seconds on a CPU. Its output goes to
-  ``runs/smoke/<name>`` (replaced by the next ``--smoke``) unless ``--output-dir`` is given.
+  ``runs/smoke/<name>`` (replaced by the next ``--smoke``) unless ``--output-dir`` is given. A data
+  set named on the command line (``data.dataset=NAME``) is kept instead of ``synthetic``, cut to
+  the same 16 / 8 images with ``data.subset`` / ``data.test_subset``.
 - ``--slurm``: submit the run as a SLURM job (:func:`and_plugin.launcher.submit`) described by
   ``--slurm-profile PATH`` (default ``slurm/profiles/local.yaml``), changed by
   ``--slurm-set key=value`` (repeatable); ``--wait`` blocks until the job ends.
@@ -62,6 +66,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", action="append", default=[], metavar="YAML",
                         help="extra YAML merged on top of the recipe's config (repeatable)")
+    parser.add_argument("--import", action="append", default=[], dest="imports", metavar="MODULE",
+                        help="module of your own components, imported first and added to run.imports (repeatable)")
     parser.add_argument("--data-dir", help="data directory (data.root)")
     parser.add_argument("--output-dir", help="run directory (run.output_dir)")
     parser.add_argument("--resume", action="store_true",
@@ -81,7 +87,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def smoke_settings(data: dict[str, Any]) -> dict[str, Any]:
+def smoke_settings(data: dict[str, Any], keep_dataset: bool = False) -> dict[str, Any]:
     """The ``--smoke`` changes for a (merged, not yet validated) recipe config mapping.
 
     The recipe's data set is replaced by ``synthetic`` images of the same size and channels,
@@ -90,14 +96,38 @@ def smoke_settings(data: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         data: The recipe config as a nested mapping.
+        keep_dataset: Keep the data set (one named on the command line) and cut it to the smoke
+            sizes with ``data.subset`` / ``data.test_subset`` instead.
 
     Returns:
         A mapping to merge on top of ``data``.
     """
+    method = data.get("method", {}) or {}
+    name = data.get("name", "and")
+    smoke_data: dict[str, Any] = {"batch_size": SMOKE["batch_size"], "num_workers": 0, "gpu_resident": False}
+    if keep_dataset:
+        smoke_data.update(subset=SMOKE["train_size"], test_subset=SMOKE["test_size"])
+    else:
+        smoke_data.update(_synthetic_data(data.get("data", {}) or {}), subset=None, test_subset=None)
+    return {
+        "name": f"{name}-smoke",
+        "data": smoke_data,
+        "method": {
+            "rounds": min(int(method.get("rounds", 4)), SMOKE["rounds"]),
+            "neighbours": min(int(method.get("neighbours", 1)), SMOKE["train_size"] - 1),
+        },
+        "optim": {"epochs_per_round": 1, "round0_epochs": None},
+        "eval": {"every_epochs": 0, "probe_epochs": 1},
+        "run": {"output_dir": str(Path("runs") / "smoke" / str(name)), "precision": "fp32", "compile": False,
+                "channels_last": False},
+    }
+
+
+def _synthetic_data(section: dict[str, Any]) -> dict[str, Any]:
+    """``synthetic`` images of the size and channels of the section's preset, with that preset."""
     from .data import dataset_info
     from .data.transforms import get_preset
 
-    section = data.get("data", {}) or {}
     dataset = section.get("dataset", "digits")
     preset_name = section.get("transform")
     if preset_name is None:
@@ -109,36 +139,18 @@ def smoke_settings(data: dict[str, Any]) -> dict[str, Any]:
         preset = get_preset(preset_name)
     except ValueError as err:
         raise ConfigError(f"data.transform: got {preset_name!r}; {err}") from None
-    method = data.get("method", {}) or {}
-    name = data.get("name", "and")
     return {
-        "name": f"{name}-smoke",
-        "data": {
-            "dataset": "synthetic",
-            "root": None,
-            "download": False,
-            "transform": preset.name,
-            "subset": None,
-            "test_subset": None,
-            "batch_size": SMOKE["batch_size"],
-            "num_workers": 0,
-            "gpu_resident": False,
-            "kwargs": {
-                "image_size": preset.input_size,
-                "channels": preset.channels,
-                "num_classes": SMOKE["num_classes"],
-                "train_size": SMOKE["train_size"],
-                "test_size": SMOKE["test_size"],
-            },
+        "dataset": "synthetic",
+        "root": None,
+        "download": False,
+        "transform": preset.name,
+        "kwargs": {
+            "image_size": preset.input_size,
+            "channels": preset.channels,
+            "num_classes": SMOKE["num_classes"],
+            "train_size": SMOKE["train_size"],
+            "test_size": SMOKE["test_size"],
         },
-        "method": {
-            "rounds": min(int(method.get("rounds", 4)), SMOKE["rounds"]),
-            "neighbours": min(int(method.get("neighbours", 1)), SMOKE["train_size"] - 1),
-        },
-        "optim": {"epochs_per_round": 1, "round0_epochs": None},
-        "eval": {"every_epochs": 0, "probe_epochs": 1},
-        "run": {"output_dir": str(Path("runs") / "smoke" / str(name)), "precision": "fp32", "compile": False,
-                "channels_last": False},
     }
 
 
@@ -156,11 +168,18 @@ def recipe_config(recipe: str | os.PathLike[str] | dict[str, Any], argv: list[st
 
 
 def _resolve(recipe: str | os.PathLike[str] | dict[str, Any], args: argparse.Namespace) -> Config:
+    from .plugins import import_modules, resolve_imports
+
     data = load_config(recipe).to_dict()
     for extra in args.config:
         data = load_config(extra, base=data).to_dict()
+    imports = resolve_imports([*data["run"].get("imports", []), *args.imports])
+    import_modules(imports)  # before anything looks a component up (the smoke preset, the checks)
+    data = merge(data, {"run": {"imports": imports}})
     if args.smoke:
-        data = merge(data, smoke_settings(data))
+        named = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data.dataset=")]
+        smoke_view = merge(data, {"data": {"dataset": named[-1]}}) if named else data
+        data = merge(data, smoke_settings(smoke_view, keep_dataset=bool(named)))
     run: dict[str, Any] = {}
     if args.smoke and not args.output_dir:
         run["overwrite"] = True  # runs/smoke/<name> is scratch space

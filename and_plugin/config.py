@@ -251,6 +251,9 @@ class RunConfig:
             SyncBatchNorm so their statistics cover the global batch (as one process with the
             whole batch). Ignored on CPU (SyncBatchNorm needs CUDA): each rank then normalises
             with its own share's statistics.
+        imports: Modules imported before anything is built: the ones that register your own
+            backbones, data sets and presets (dotted names on ``sys.path`` or ``.py`` paths;
+            see :mod:`and_plugin.plugins`). The recipes' ``--import`` appends to it.
     """
 
     output_dir: str = "runs/default"
@@ -266,8 +269,11 @@ class RunConfig:
     resume: bool | str = False
     overwrite: bool = False
     sync_batchnorm: bool = False
+    imports: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        _require(all(isinstance(m, str) and m for m in self.imports), "run.imports", self.imports,
+                 "a list of module names or .py paths")
         _require_choice("run.precision", self.precision, ("fp32", "bf16"))
         _require(self.resume in (True, False, "auto"), "run.resume", self.resume, "true, false or 'auto'")
         _require(

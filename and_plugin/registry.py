@@ -1,7 +1,10 @@
-"""A tiny name → builder registry, used for backbones, datasets, losses, miners and curricula.
+"""A tiny name → builder registry, used for backbones, datasets, presets, losses, miners and curricula.
 
 Modelled on MMEngine's ``Registry`` but much smaller: register by decorator, build by name,
-list the names, and fail with a message that lists the known names.
+list the names, and fail with a message that lists the known names. An entry may carry an
+``info`` object: the static facts the rest of the code needs about it without building it
+(a dataset's :class:`~and_plugin.data.DatasetInfo`, a preset's
+:class:`~and_plugin.data.PresetInfo`).
 
 Example:
     >>> from and_plugin.registry import Registry
@@ -13,6 +16,11 @@ Example:
     6
     >>> "double" in HEADS
     True
+    >>> @HEADS.register("triple", info={"factor": 3})
+    ... def triple(x: int) -> int:
+    ...     return 3 * x
+    >>> HEADS.info("triple")
+    {'factor': 3}
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ class Registry:
         self.kind = kind
         self.plural = plural if plural is not None else kind + "s"
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._info: dict[str, Any] = {}
 
-    def register(self, name: str | None = None, *, force: bool = False) -> Callable[[T], T]:
+    def register(self, name: str | None = None, *, force: bool = False, info: Any = None) -> Callable[[T], T]:
         """Decorator that registers a class or function under ``name``.
 
         Args:
             name: The registered name; defaults to the object's ``__name__``.
             force: Replace an existing entry of the same name instead of raising.
+            info: Static facts about the entry, returned by :meth:`info` (None: none).
 
         Returns:
             The decorator, which returns the object unchanged.
@@ -59,6 +69,7 @@ class Registry:
                     "pass force=True to replace it"
                 )
             self._entries[key] = obj
+            self._info[key] = info
             return obj
 
         return decorator
@@ -74,6 +85,15 @@ class Registry:
         except KeyError:
             known = ", ".join(self.names()) or "(none)"
             raise KeyError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}") from None
+
+    def info(self, name: str) -> Any:
+        """The ``info`` registered with ``name`` (None when it was registered without).
+
+        Raises:
+            KeyError: Naming the unknown name and listing every known one.
+        """
+        self.get(name)
+        return self._info[name]
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         """Calls the object registered under ``name`` with ``kwargs``."""
@@ -98,6 +118,8 @@ class Registry:
 
 BACKBONES = Registry("backbone")
 DATASETS = Registry("dataset")
+#: Augmentation presets: ``(train, size, normalize) → transform`` with a ``PresetInfo``.
+PRESETS = Registry("preset")
 LOSSES = Registry("loss", "losses")
 MINERS = Registry("miner")
 CURRICULA = Registry("curriculum", "curricula")

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from and_plugin.backbones.base import Backbone
 from and_plugin.data.base import IndexedDataset
-from and_plugin.data.datasets import DATASET_INFO, DatasetInfo
+from and_plugin.data import DatasetInfo
 from and_plugin.registry import BACKBONES, DATASETS
 
 BLOBS = 100  # the last global batch of 32 has 4 images: 2 per rank
@@ -28,7 +28,7 @@ def tiny_nobn(embedding_dim: int = 16, in_channels: int = 3) -> Backbone:
     return Backbone({"conv1": conv, "fc": nn.Linear(32, embedding_dim)}, embedding_dim)
 
 
-@DATASETS.register("tiny_blobs", force=True)
+@DATASETS.register("tiny_blobs", force=True, info=DatasetInfo("tiny_blobs", CLASSES, 8, 8, 3, "cifar", BLOBS, BLOBS))
 def tiny_blobs(root=None, split="train", transform=None, download=False, subset=None) -> IndexedDataset:
     """100 3x8x8 tensors in 4 Gaussian-blob classes, the same for both splits; ignores ``transform``."""
     generator = torch.Generator().manual_seed(0)
@@ -36,9 +36,6 @@ def tiny_blobs(root=None, split="train", transform=None, download=False, subset=
     centres = torch.randn(CLASSES, 3, 8, 8, generator=generator)
     images = centres[labels] + 0.5 * torch.randn(BLOBS, 3, 8, 8, generator=generator)
     return IndexedDataset(TensorDataset(images, labels), labels, [f"c{i}" for i in range(CLASSES)])
-
-
-DATASET_INFO["tiny_blobs"] = DatasetInfo("tiny_blobs", CLASSES, 8, 8, 3, "cifar", BLOBS, BLOBS)
 
 
 @BACKBONES.register("fails_on_rank1", force=True)

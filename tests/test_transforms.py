@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2 as T
 
 import and_plugin.data.transforms as transforms_module
-from and_plugin.data.transforms import TRANSFORM_PRESETS, available_presets, build_transform
+from and_plugin.data.transforms import available_presets, build_transform, get_preset
 
 PRESETS = ("cifar", "svhn", "imagenet", "fashion_mnist", "digits")
 FLIPS = (T.RandomHorizontalFlip, T.RandomVerticalFlip)
@@ -28,7 +28,7 @@ def only(transform, kind: type):
 
 
 def input_image(preset: str, size: tuple[int, int] = (40, 50), value: int = 128) -> Image.Image:
-    mode = "RGB" if TRANSFORM_PRESETS[preset].channels == 3 else "L"
+    mode = "RGB" if get_preset(preset).channels == 3 else "L"
     return Image.new(mode, size, (value,) * 3 if mode == "RGB" else value)
 
 
@@ -51,7 +51,7 @@ def test_wrong_normalisation_length() -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("train", [True, False])
 def test_output_is_plain_float_tensor_of_preset_shape(preset: str, train: bool) -> None:
-    spec = TRANSFORM_PRESETS[preset]
+    spec = get_preset(preset)
     out = build_transform(preset, train=train)(input_image(preset))
     assert type(out) is torch.Tensor and out.dtype == torch.float32
     assert out.shape == (spec.channels, spec.input_size, spec.input_size)
@@ -61,7 +61,7 @@ def test_output_is_plain_float_tensor_of_preset_shape(preset: str, train: bool) 
 def test_pipelines_pickle_for_dataloader_workers(preset: str) -> None:
     for train in (True, False):
         clone = pickle.loads(pickle.dumps(build_transform(preset, train=train)))
-        assert clone(input_image(preset)).shape[0] == TRANSFORM_PRESETS[preset].channels
+        assert clone(input_image(preset)).shape[0] == get_preset(preset).channels
 
 
 @pytest.mark.parametrize("preset", ["cifar", "svhn"])

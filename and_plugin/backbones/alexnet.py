@@ -65,6 +65,7 @@ Example:
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -144,23 +145,43 @@ def _check_common(embedding_dim: int, in_channels: int, hidden_dim: int, dropout
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
-@BACKBONES.register("alexnet_cifar")
-def alexnet_cifar(
-    embedding_dim: int = 128, in_channels: int = 3, hidden_dim: int = 4096, dropout: float = 0.0
-) -> Backbone:
-    """AlexNet for 32x32 images (CIFAR-10/100, SVHN); the network of the paper's Table 1.
+@dataclass(frozen=True)
+class AlexNetLayout:
+    """What differs between the two AlexNets (the module docstring's two tables).
 
-    Layer spec in the module docstring. conv stage outputs at 32x32: conv1 (B, 96, 16, 16),
-    conv2 (B, 256, 8, 8), conv3 (B, 384, 8, 8), conv4 (B, 384, 8, 8), conv5 (B, 256, 4, 4).
+    Attributes:
+        conv1_kernel: conv1's square kernel (5 for 32x32 inputs, 11 for 224x224).
+        conv1_stride: conv1's stride (1 / 4).
+        pool_padding: Padding of the three 3x3/2 max-pools (1: each exactly halves the map / 0).
+        fc_spatial: Side of the conv5 map the ``fc`` stage pools to (4 / 6).
+    """
+
+    conv1_kernel: int
+    conv1_stride: int
+    pool_padding: int
+    fc_spatial: int
+
+
+ALEXNET_LAYOUTS = {
+    "cifar": AlexNetLayout(conv1_kernel=5, conv1_stride=1, pool_padding=1, fc_spatial=4),
+    "imagenet": AlexNetLayout(conv1_kernel=11, conv1_stride=4, pool_padding=0, fc_spatial=6),
+}
+
+
+def alexnet_backbone(
+    layout: AlexNetLayout, embedding_dim: int = 128, in_channels: int = 3, hidden_dim: int = 4096, dropout: float = 0.0
+) -> Backbone:
+    """The 5 conv + 3 fc AlexNet with BatchNorm, in one of the :data:`ALEXNET_LAYOUTS`.
 
     Args:
+        layout: conv1 and pooling geometry.
         embedding_dim: Size d of the output embedding.
         in_channels: Image channels (3 for RGB, 1 for grey images).
         hidden_dim: Width of fc6 and fc7.
         dropout: Dropout before fc6/fc7 (0 = none; BatchNorm regularises instead).
 
     Returns:
-        A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
+        A :class:`Backbone` mapping (B, in_channels, H, W) to unit vectors (B, embedding_dim).
 
     Raises:
         ValueError: If an integer argument is < 1 or ``dropout`` is outside [0, 1).
@@ -168,19 +189,32 @@ def alexnet_cifar(
     _check_common(embedding_dim, in_channels, hidden_dim, dropout)
 
     def pool() -> nn.Module:
-        return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return nn.MaxPool2d(kernel_size=3, stride=2, padding=layout.pool_padding)
 
     stages = OrderedDict(
-        conv1=conv_stage(in_channels, 96, 5, padding=2, pool=pool()),
+        conv1=conv_stage(in_channels, 96, layout.conv1_kernel, stride=layout.conv1_stride, padding=2, pool=pool()),
         conv2=conv_stage(96, 256, 5, padding=2, pool=pool()),
         conv3=conv_stage(256, 384, 3, padding=1),
         conv4=conv_stage(384, 384, 3, padding=1),
         conv5=conv_stage(384, 256, 3, padding=1, pool=pool()),
-        fc=mlp_head(4, 256, hidden_dim, embedding_dim, dropout),
+        fc=mlp_head(layout.fc_spatial, 256, hidden_dim, embedding_dim, dropout),
     )
     net = Backbone(stages, embedding_dim)
     _init_weights(net)
     return net
+
+
+@BACKBONES.register("alexnet_cifar")
+def alexnet_cifar(
+    embedding_dim: int = 128, in_channels: int = 3, hidden_dim: int = 4096, dropout: float = 0.0
+) -> Backbone:
+    """AlexNet for 32x32 images (CIFAR-10/100, SVHN); the network of the paper's Table 1.
+
+    :func:`alexnet_backbone` in the ``cifar`` layout. conv stage outputs at 32x32: conv1
+    (B, 96, 16, 16), conv2 (B, 256, 8, 8), conv3 (B, 384, 8, 8), conv4 (B, 384, 8, 8), conv5
+    (B, 256, 4, 4). Arguments as :func:`alexnet_backbone`.
+    """
+    return alexnet_backbone(ALEXNET_LAYOUTS["cifar"], embedding_dim, in_channels, hidden_dim, dropout)
 
 
 @BACKBONES.register("alexnet_imagenet")
@@ -189,38 +223,11 @@ def alexnet_imagenet(
 ) -> Backbone:
     """AlexNet (Krizhevsky et al., 2012) with BatchNorm, as in NPID; the network of Table 2.
 
-    Layer spec in the module docstring. conv stage outputs at 224x224: conv1 (B, 96, 27, 27),
-    conv2 (B, 256, 13, 13), conv3 (B, 384, 13, 13), conv4 (B, 384, 13, 13),
-    conv5 (B, 256, 6, 6).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels.
-        hidden_dim: Width of fc6 and fc7.
-        dropout: Dropout before fc6/fc7 (0 = none; BatchNorm regularises instead).
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
-
-    Raises:
-        ValueError: If an integer argument is < 1 or ``dropout`` is outside [0, 1).
+    :func:`alexnet_backbone` in the ``imagenet`` layout. conv stage outputs at 224x224: conv1
+    (B, 96, 27, 27), conv2 (B, 256, 13, 13), conv3 (B, 384, 13, 13), conv4 (B, 384, 13, 13),
+    conv5 (B, 256, 6, 6). Arguments as :func:`alexnet_backbone`.
     """
-    _check_common(embedding_dim, in_channels, hidden_dim, dropout)
-
-    def pool() -> nn.Module:
-        return nn.MaxPool2d(kernel_size=3, stride=2)
-
-    stages = OrderedDict(
-        conv1=conv_stage(in_channels, 96, 11, stride=4, padding=2, pool=pool()),
-        conv2=conv_stage(96, 256, 5, padding=2, pool=pool()),
-        conv3=conv_stage(256, 384, 3, padding=1),
-        conv4=conv_stage(384, 384, 3, padding=1),
-        conv5=conv_stage(384, 256, 3, padding=1, pool=pool()),
-        fc=mlp_head(6, 256, hidden_dim, embedding_dim, dropout),
-    )
-    net = Backbone(stages, embedding_dim)
-    _init_weights(net)
-    return net
+    return alexnet_backbone(ALEXNET_LAYOUTS["imagenet"], embedding_dim, in_channels, hidden_dim, dropout)
 
 
-__all__ = ["alexnet_cifar", "alexnet_imagenet", "conv_stage", "mlp_head"]
+__all__ = ["ALEXNET_LAYOUTS", "AlexNetLayout", "alexnet_backbone", "alexnet_cifar", "alexnet_imagenet", "conv_stage", "mlp_head"]

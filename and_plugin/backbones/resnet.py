@@ -105,94 +105,36 @@ def resnet_backbone(
     return Backbone(stages, embedding_dim)
 
 
-@BACKBONES.register("resnet18_cifar")
-def resnet18_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet18`` with the CIFAR stem (3x3 stride 1, no max-pool).
+def _register_resnet(depth: int, cifar_stem: bool) -> Callable[..., Backbone]:
+    """Registers ``resnet{depth}[_cifar]``: torchvision's ``resnet{depth}`` cut by :func:`resnet_backbone`."""
+    arch = getattr(models, f"resnet{depth}")
+    name = f"resnet{depth}_cifar" if cifar_stem else f"resnet{depth}"
+    stem, side = ("the CIFAR stem (3x3 stride 1, no max-pool)", 32) if cifar_stem else (
+        "the ImageNet stem (7x7/2 + max-pool)", 224)
+
+    def factory(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
+        return resnet_backbone(arch, embedding_dim, cifar_stem=cifar_stem, in_channels=in_channels, **kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"""torchvision ``resnet{depth}`` with {stem}.
 
     Args:
         embedding_dim: Size d of the output embedding.
         in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet18``.
+        **kwargs: Passed to ``torchvision.models.resnet{depth}``.
 
     Returns:
-        A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
+        A :class:`Backbone` mapping (B, in_channels, {side}, {side}) to unit vectors (B, embedding_dim).
     """
-    return resnet_backbone(models.resnet18, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
+    return BACKBONES.register(name)(factory)
 
 
-@BACKBONES.register("resnet18")
-def resnet18(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet18`` with the ImageNet stem (7x7/2 + max-pool).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet18``.
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
-    """
-    return resnet_backbone(models.resnet18, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
-
-
-@BACKBONES.register("resnet50_cifar")
-def resnet50_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet50`` with the CIFAR stem (3x3 stride 1, no max-pool).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet50``.
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
-    """
-    return resnet_backbone(models.resnet50, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
-
-
-@BACKBONES.register("resnet50")
-def resnet50(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet50`` with the ImageNet stem (7x7/2 + max-pool).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet50``.
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
-    """
-    return resnet_backbone(models.resnet50, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
-
-
-@BACKBONES.register("resnet101_cifar")
-def resnet101_cifar(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet101`` with the CIFAR stem (3x3 stride 1, no max-pool).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet101``.
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 32, 32) to unit vectors (B, embedding_dim).
-    """
-    return resnet_backbone(models.resnet101, embedding_dim, cifar_stem=True, in_channels=in_channels, **kwargs)
-
-
-@BACKBONES.register("resnet101")
-def resnet101(embedding_dim: int = 128, in_channels: int = 3, **kwargs: Any) -> Backbone:
-    """torchvision ``resnet101`` with the ImageNet stem (7x7/2 + max-pool).
-
-    Args:
-        embedding_dim: Size d of the output embedding.
-        in_channels: Image channels (1 for grey images).
-        **kwargs: Passed to ``torchvision.models.resnet101``.
-
-    Returns:
-        A :class:`Backbone` mapping (B, in_channels, 224, 224) to unit vectors (B, embedding_dim).
-    """
-    return resnet_backbone(models.resnet101, embedding_dim, cifar_stem=False, in_channels=in_channels, **kwargs)
+resnet18_cifar = _register_resnet(18, cifar_stem=True)
+resnet18 = _register_resnet(18, cifar_stem=False)
+resnet50_cifar = _register_resnet(50, cifar_stem=True)
+resnet50 = _register_resnet(50, cifar_stem=False)
+resnet101_cifar = _register_resnet(101, cifar_stem=True)
+resnet101 = _register_resnet(101, cifar_stem=False)
 
 
 __all__ = [

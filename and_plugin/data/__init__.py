@@ -1,9 +1,16 @@
 """Datasets that return ``(image, target, index)`` and the AND/NPID augmentation presets.
 
-Importing this package registers every dataset builder in :data:`and_plugin.registry.DATASETS`:
-``cifar10``, ``cifar100``, ``svhn``, ``imagenet``, ``cub200``, ``stanford_dogs``,
-``fashion_mnist``, ``image_folder``, ``digits`` (embedded in scikit-learn, no download) and
-``synthetic`` (generated gratings for smoke runs).
+Importing this package registers every dataset builder in :data:`and_plugin.registry.DATASETS`
+(with its :class:`DatasetInfo`): ``cifar10``, ``cifar100``, ``svhn``, ``imagenet``, ``cub200``,
+``stanford_dogs``, ``fashion_mnist``, ``image_folder``, ``digits`` (embedded in scikit-learn, no
+download) and ``synthetic`` (generated gratings for smoke runs); and every preset in
+:data:`and_plugin.registry.PRESETS` (with its :class:`PresetInfo`): ``cifar``, ``svhn``,
+``imagenet``, ``fashion_mnist``, ``digits``.
+
+Modules: :mod:`.base` (the item contract and the two pixel stores), :mod:`.builder` (how a data
+set is registered: :class:`DatasetInfo`, :func:`register_dataset`), :mod:`.datasets` (the
+built-in sets on torchvision's readers), :mod:`.readers` (CUB-200 and Stanford Dogs, which
+torchvision cannot read), :mod:`.transforms` (the presets), :mod:`.synthetic`, :mod:`.gpu`.
 
 Example:
     >>> from and_plugin.data import build_dataset, build_transform, dataset_info
@@ -14,49 +21,47 @@ Example:
     ((1, 16, 16), 0)
 """
 
-from and_plugin.data.base import IndexedDataset
-from and_plugin.data.datasets import (
-    CIFAR10_CLASSES,
-    CIFAR100_CLASSES,
-    DATASET_INFO,
-    FASHION_MNIST_CLASSES,
-    ArrayImageDataset,
+from and_plugin.data.base import ArrayImageDataset, FileImageDataset, IndexedDataset
+from and_plugin.data.builder import (
     DatasetInfo,
-    FileImageDataset,
     build_dataset,
     dataset_info,
     default_root,
+    register_dataset,
     subset_indices,
 )
+from and_plugin.data.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_MNIST_CLASSES
 from and_plugin.data.synthetic import synthetic_dataset, synthetic_images
 from and_plugin.data.transforms import (
     CIFAR10_NORMALIZE,
     IMAGENET_NORMALIZE,
-    TRANSFORM_PRESETS,
-    TransformPreset,
+    PresetInfo,
     available_presets,
     build_transform,
+    get_preset,
+    to_tensor_and_normalize,
 )
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_NORMALIZE",
     "CIFAR100_CLASSES",
-    "DATASET_INFO",
     "FASHION_MNIST_CLASSES",
     "IMAGENET_NORMALIZE",
-    "TRANSFORM_PRESETS",
     "ArrayImageDataset",
     "DatasetInfo",
     "FileImageDataset",
     "IndexedDataset",
-    "TransformPreset",
+    "PresetInfo",
     "available_presets",
     "build_dataset",
     "build_transform",
     "dataset_info",
     "default_root",
+    "get_preset",
+    "register_dataset",
     "subset_indices",
     "synthetic_dataset",
     "synthetic_images",
+    "to_tensor_and_normalize",
 ]

@@ -1,11 +1,22 @@
-"""The dataset contract: every item is ``(image, target, index)``."""
+"""The dataset contract: every item is ``(image, target, index)``; and the two stores behind it.
+
+:class:`IndexedDataset` adds the index to any ``(image, target)`` dataset. The built-in data sets
+keep their pixels in one of two plain stores, which the GPU-resident path reads without
+decoding item by item: :class:`ArrayImageDataset` (an in-memory uint8 array, e.g. what
+torchvision's CIFAR/SVHN/MNIST readers return) and :class:`FileImageDataset` (image paths, e.g.
+the samples of torchvision's ``ImageFolder``).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
+
+__all__ = ["ArrayImageDataset", "FileImageDataset", "IndexedDataset"]
 
 
 class IndexedDataset(Dataset):
@@ -52,3 +63,57 @@ class IndexedDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(target), index
+
+
+class ArrayImageDataset(Dataset):
+    """In-memory uint8 images → ``(PIL image, target)``.
+
+    Args:
+        images: uint8 array of shape (N, H, W) (grey, mode "L") or (N, H, W, 3) (mode "RGB").
+        targets: Integer class of every image, length N.
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int]) -> None:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"images: expected uint8 (N, H, W[, 3]), got {images.dtype} {images.shape}")
+        self.images = images
+        self.targets = [int(t) for t in targets]
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> ArrayImageDataset:
+        """The items at ``indices``, in that order."""
+        keep = np.asarray(indices, dtype=np.int64)
+        return ArrayImageDataset(self.images[keep], [self.targets[i] for i in keep])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), self.targets[index]
+
+
+class FileImageDataset(Dataset):
+    """Image files read lazily → ``(PIL image, target)``, like torchvision's ``ImageFolder``.
+
+    Args:
+        paths: One image path per item.
+        targets: Integer class of every item, same length.
+        mode: PIL mode every image is converted to ("RGB" by default).
+    """
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], mode: str = "RGB") -> None:
+        if len(paths) != len(targets):
+            raise ValueError(f"paths/targets: lengths differ ({len(paths)} vs {len(targets)})")
+        self.paths = list(paths)
+        self.targets = [int(t) for t in targets]
+        self.mode = mode
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> FileImageDataset:
+        """The items at ``indices``, in that order."""
+        return FileImageDataset([self.paths[i] for i in indices], [self.targets[i] for i in indices], self.mode)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with Image.open(self.paths[index]) as image:
+            return image.convert(self.mode), self.targets[index]

@@ -20,15 +20,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from and_plugin._validation import check_int_at_least
-from and_plugin.data.base import IndexedDataset
-from and_plugin.data.datasets import DATASET_INFO, ArrayImageDataset, DatasetInfo, _finish, _split
-from and_plugin.registry import DATASETS
+from and_plugin.data.base import ArrayImageDataset
+from and_plugin.data.builder import DatasetInfo, register_dataset
 
 __all__ = ["SYNTHETIC_TEST_SIZE", "SYNTHETIC_TRAIN_SIZE", "synthetic_dataset", "synthetic_images"]
 
@@ -36,10 +34,6 @@ __all__ = ["SYNTHETIC_TEST_SIZE", "SYNTHETIC_TRAIN_SIZE", "synthetic_dataset", "
 SYNTHETIC_TRAIN_SIZE = 64
 SYNTHETIC_TEST_SIZE = 32
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # spreads class orientations/frequencies evenly for any C
-
-DATASET_INFO["synthetic"] = DatasetInfo(
-    "synthetic", 10, 32, 32, 3, "cifar", SYNTHETIC_TRAIN_SIZE, SYNTHETIC_TEST_SIZE
-)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -96,28 +90,23 @@ def synthetic_images(
     return (images if channels == 3 else images[..., 0]), labels
 
 
-@DATASETS.register("synthetic")
+@register_dataset(
+    "synthetic", info=DatasetInfo("synthetic", 10, 32, 32, 3, "cifar", SYNTHETIC_TRAIN_SIZE, SYNTHETIC_TEST_SIZE)
+)
 def synthetic_dataset(
-    root: str | None = None,
-    split: str = "train",
-    transform: Callable[[Any], Any] | None = None,
-    download: bool = False,
-    subset: int | None = None,
+    root: str | None,
+    split: str,
+    download: bool,
     image_size: int = 32,
     channels: int = 3,
     num_classes: int = 10,
     train_size: int = SYNTHETIC_TRAIN_SIZE,
     test_size: int = SYNTHETIC_TEST_SIZE,
     seed: int = 0,
-) -> IndexedDataset:
-    """A tiny deterministic class-structured image set (see :func:`synthetic_images`).
+) -> tuple[ArrayImageDataset, list[int], list[str]]:
+    """A tiny deterministic class-structured image set (see :func:`synthetic_images`); ``root`` is ignored.
 
     Args:
-        root: Ignored (generated in memory).
-        split: "train" or "test".
-        transform: Applied to each PIL image.
-        download: Ignored.
-        subset: Keep this many items (class-balanced, deterministic).
         image_size: Side of the square images (32 for CIFAR-like, 224 for ImageNet-like recipes).
         channels: 3 (PIL mode "RGB") or 1 (mode "L").
         num_classes: Number of classes.
@@ -125,16 +114,11 @@ def synthetic_dataset(
         test_size: Number of test images.
         seed: Seed of the patterns and the images.
 
-    Returns:
-        Items ``(PIL image, target, index)``.
-
     Raises:
         ValueError: Naming the bad argument, its value and what is allowed.
     """
-    name = "synthetic"
-    split = _split(name, split)
     count = train_size if split == "train" else test_size
     _check_int(f"{split}_size", count, 1)
     images, labels = synthetic_images(count, image_size, channels, num_classes, seed, 0 if split == "train" else 1)
-    class_names = [f"class{c}" for c in range(int(num_classes))]
-    return _finish(name, images, labels, class_names, ArrayImageDataset, transform, subset)
+    targets = labels.tolist()
+    return ArrayImageDataset(images, targets), targets, [f"class{c}" for c in range(int(num_classes))]

@@ -6,7 +6,16 @@ lightly's ``SimCLRViewTransform`` configured to the reference parameters, with e
 can never fire (probability 0: flips, rotation, Gaussian blur) removed and a ``RandomApply`` of
 probability 1 unwrapped, so that the Compose lists exactly the reference stages.
 
-Presets (``TRANSFORM_PRESETS``):
+Presets are registered in :data:`and_plugin.registry.PRESETS`: a builder
+``fn(train, size, normalize) → transform`` with a :class:`PresetInfo` (input size, channels,
+normalisation). A preset of your own is one more registration::
+
+    @PRESETS.register("my_preset", info=PresetInfo(32, 3, {"mean": (0.5,) * 3, "std": (0.25,) * 3}))
+    def my_preset(train: bool, size: int, normalize: dict) -> Callable:
+        stages = [T.RandomResizedCrop(size)] if train else [T.Resize(size), T.CenterCrop(size)]
+        return T.Compose(stages + to_tensor_and_normalize(normalize))
+
+Built-in presets:
 
 - ``cifar`` (CIFAR-10 and CIFAR-100), ``svhn``. Train: RandomResizedCrop(32, scale=(0.2, 1.0),
   ratio=(3/4, 4/3)) → ColorJitter(0.4, 0.4, 0.4, 0.4) always → RandomGrayscale(p=0.2) → to
@@ -57,11 +66,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torchvision.transforms import v2 as T
+
+from and_plugin.registry import PRESETS
 
 __all__ = [
     "CIFAR10_NORMALIZE",
@@ -69,11 +80,11 @@ __all__ = [
     "FASHION_MNIST_NORMALIZE",
     "IMAGENET_NORMALIZE",
     "SVHN_NORMALIZE",
-    "TRANSFORM_PRESETS",
-    "TransformPreset",
+    "PresetInfo",
     "available_presets",
     "build_transform",
     "get_preset",
+    "to_tensor_and_normalize",
 ]
 
 Normalization = dict[str, tuple[float, ...]]
@@ -95,28 +106,33 @@ GRAYSCALE_P = 0.2
 
 
 @dataclass(frozen=True)
-class TransformPreset:
-    """A named pair of train/test pipelines.
+class PresetInfo:
+    """What the rest of the code needs to know about a preset without building it.
+
+    Registered with the preset: ``@PRESETS.register("name", info=PresetInfo(...))``.
 
     Attributes:
-        name: The preset's registered name.
-        input_size: Side of the square tensor both pipelines produce.
+        input_size: Side of the square tensor both pipelines produce by default.
         channels: Channels of the produced tensor (3 colour, 1 grey).
-        normalize: Default ``{"mean": ..., "std": ...}``, one value per channel.
-        train: ``(size, normalize) → pipeline`` for training.
-        test: ``(size, normalize) → pipeline`` for evaluation.
+        normalize: Default ``{"mean": (...), "std": (...)}``, one value per channel.
+        name: The registered name (filled in by :func:`get_preset`).
     """
 
-    name: str
     input_size: int
     channels: int
     normalize: Normalization
-    train: Callable[[int, Normalization], Transform]
-    test: Callable[[int, Normalization], Transform]
+    name: str = ""
 
 
-def _to_tensor_and_normalize(normalize: Normalization) -> list[Any]:
-    """PIL image → float tensor in [0, 1] → normalised plain tensor (v2 stages)."""
+def to_tensor_and_normalize(normalize: Normalization) -> list[Any]:
+    """The stages every preset ends with: PIL image → float tensor in [0, 1] → normalised plain tensor.
+
+    Args:
+        normalize: ``{"mean": (...), "std": (...)}``, one value per channel.
+
+    Returns:
+        torchvision v2 stages to append to a ``Compose``.
+    """
     return [
         T.ToImage(),
         T.ToDtype(torch.float32, scale=True),
@@ -204,75 +220,81 @@ def _lightly_train(
     stages = [s for s in stages if type(s).__name__ != "ToTensor"]
     if gray_before_jitter:
         stages = _move_before(stages, T.RandomGrayscale, T.ColorJitter)
-    return T.Compose(stages + _to_tensor_and_normalize(normalize))
+    return T.Compose(stages + to_tensor_and_normalize(normalize))
 
 
-def _resize_center_test(resize_ratio: float) -> Callable[[int, Normalization], Transform]:
-    """Evaluation pipeline factory: Resize(round(size * ratio)) → CenterCrop(size) → tensor → Normalize."""
-
-    def build(size: int, normalize: Normalization) -> Transform:
-        resize = round(size * resize_ratio)
-        return T.Compose([T.Resize(resize), T.CenterCrop(size), *_to_tensor_and_normalize(normalize)])
-
-    return build
+def _resize_center(size: int, normalize: Normalization, resize_ratio: float = 1.0) -> Transform:
+    """Evaluation pipeline: Resize(round(size * ratio)) → CenterCrop(size) → tensor → Normalize."""
+    resize = round(size * resize_ratio)
+    return T.Compose([T.Resize(resize), T.CenterCrop(size), *to_tensor_and_normalize(normalize)])
 
 
-def _cifar_train(size: int, normalize: Normalization) -> Transform:
+@PRESETS.register("cifar", info=PresetInfo(32, 3, CIFAR10_NORMALIZE))
+def cifar(train: bool, size: int, normalize: Normalization) -> Transform:
+    """CIFAR-10/100: the reference crop → jitter → grey-scale; test Resize → CenterCrop."""
+    if not train:
+        return _resize_center(size, normalize)
     return _lightly_train(size, normalize, jitter=JITTER, grayscale_p=GRAYSCALE_P, hflip_p=0.0)
 
 
-def _imagenet_train(size: int, normalize: Normalization) -> Transform:
+@PRESETS.register("svhn", info=PresetInfo(32, 3, SVHN_NORMALIZE))
+def svhn(train: bool, size: int, normalize: Normalization) -> Transform:
+    """SVHN: the ``cifar`` pipelines with SVHN's statistics."""
+    return cifar(train, size, normalize)
+
+
+@PRESETS.register("imagenet", info=PresetInfo(224, 3, IMAGENET_NORMALIZE))
+def imagenet(train: bool, size: int, normalize: Normalization) -> Transform:
+    """ImageNet-like sets: NPID's crop → flip → grey-scale → jitter; test Resize(256) → CenterCrop(224)."""
+    if not train:
+        return _resize_center(size, normalize, 256 / 224)
     return _lightly_train(size, normalize, jitter=JITTER, grayscale_p=GRAYSCALE_P, hflip_p=0.5, gray_before_jitter=True)
 
 
-def _grey_crop_train(size: int, normalize: Normalization) -> Transform:
+@PRESETS.register("fashion_mnist", info=PresetInfo(28, 1, FASHION_MNIST_NORMALIZE))
+def fashion_mnist(train: bool, size: int, normalize: Normalization) -> Transform:
+    """Fashion-MNIST: a random resized crop only (one grey channel)."""
+    if not train:
+        return _resize_center(size, normalize)
     return _lightly_train(size, normalize, jitter=0.0, grayscale_p=0.0, hflip_p=0.0)
 
 
-def _digits_train(size: int, normalize: Normalization) -> Transform:
+@PRESETS.register("digits", info=PresetInfo(16, 1, DIGITS_NORMALIZE))
+def digits(train: bool, size: int, normalize: Normalization) -> Transform:
+    """scikit-learn's digits: upsample to 16, crop ≥ half the area, rotate ±10°."""
+    if not train:
+        return _resize_center(size, normalize)
     return T.Compose(
         [
             T.Resize(size),
             T.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)),
             T.RandomAffine(degrees=10.0, interpolation=T.InterpolationMode.BILINEAR),
-            *_to_tensor_and_normalize(normalize),
+            *to_tensor_and_normalize(normalize),
         ]
     )
 
 
-def _digits_test(size: int, normalize: Normalization) -> Transform:
-    return T.Compose([T.Resize(size), T.CenterCrop(size), *_to_tensor_and_normalize(normalize)])
-
-
-TRANSFORM_PRESETS: dict[str, TransformPreset] = {
-    p.name: p
-    for p in (
-        TransformPreset("cifar", 32, 3, CIFAR10_NORMALIZE, _cifar_train, _resize_center_test(1.0)),
-        TransformPreset("svhn", 32, 3, SVHN_NORMALIZE, _cifar_train, _resize_center_test(1.0)),
-        TransformPreset("imagenet", 224, 3, IMAGENET_NORMALIZE, _imagenet_train, _resize_center_test(256 / 224)),
-        TransformPreset("fashion_mnist", 28, 1, FASHION_MNIST_NORMALIZE, _grey_crop_train, _resize_center_test(1.0)),
-        TransformPreset("digits", 16, 1, DIGITS_NORMALIZE, _digits_train, _digits_test),
-    )
-}
-
-
 def available_presets() -> list[str]:
     """The registered preset names, sorted."""
-    return sorted(TRANSFORM_PRESETS)
+    return PRESETS.names()
 
 
-def get_preset(preset: str) -> TransformPreset:
-    """Looks a preset up by name.
+def get_preset(preset: str) -> PresetInfo:
+    """The :class:`PresetInfo` of a registered preset (its ``name`` filled in).
 
     Raises:
-        ValueError: Naming the unknown preset and listing the allowed ones.
+        ValueError: Naming the unknown preset and listing the allowed ones, or when the preset
+            was registered without ``info``.
     """
-    try:
-        return TRANSFORM_PRESETS[preset]
-    except (KeyError, TypeError):
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ValueError(f"transform preset: unknown preset {preset!r}; allowed: {', '.join(available_presets())}")
+    info = PRESETS.info(preset)
+    if not isinstance(info, PresetInfo):
         raise ValueError(
-            f"transform preset: unknown preset {preset!r}; allowed: {', '.join(available_presets())}"
-        ) from None
+            f"transform preset {preset!r}: registered without info; register it with "
+            "@PRESETS.register(name, info=PresetInfo(input_size, channels, normalize))"
+        )
+    return info if info.name == preset else replace(info, name=preset)
 
 
 def build_transform(
@@ -283,11 +305,11 @@ def build_transform(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
 ) -> Transform:
-    """Builds the training or evaluation pipeline of a preset.
+    """Builds the training or evaluation pipeline of a registered preset.
 
     Args:
-        preset: One of ``available_presets()``: "cifar", "svhn", "imagenet", "fashion_mnist",
-            "digits".
+        preset: A name in :data:`~and_plugin.registry.PRESETS`; built in: "cifar", "svhn",
+            "imagenet", "fashion_mnist", "digits".
         train: The augmenting training pipeline if True, the deterministic test one otherwise.
         size: Output side; defaults to the preset's ``input_size``. The ``imagenet`` test pipeline
             resizes to ``round(size * 256 / 224)`` before the centre crop (256 → 224 by default).
@@ -295,8 +317,8 @@ def build_transform(
         std: Per-channel normalisation std; defaults to the preset's.
 
     Returns:
-        A callable ``PIL.Image → Tensor (C, size, size)``, a ``torchvision.transforms.v2.Compose``
-        whose ``.transforms`` lists the stages.
+        A callable ``PIL.Image → Tensor (C, size, size)``; for the built-in presets a
+        ``torchvision.transforms.v2.Compose`` whose ``.transforms`` lists the stages.
 
     Raises:
         ValueError: For an unknown preset, or ``mean``/``std`` of the wrong length.
@@ -313,4 +335,4 @@ def build_transform(
                 f"got {list(values)}"
             )
     side = int(size) if size is not None else spec.input_size
-    return (spec.train if train else spec.test)(side, normalize)
+    return PRESETS.get(preset)(bool(train), side, normalize)

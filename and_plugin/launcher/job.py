@@ -190,26 +190,9 @@ def _checkpoint_position(output_dir: Path) -> list[int] | None:
 
 def import_user_modules(imports: list[str]) -> None:
     """Imports dotted module names or ``.py`` files (user components register themselves)."""
-    import importlib
-    import importlib.util
-    import sys
+    from ..plugins import import_modules
 
-    for name in imports:
-        if name.endswith(".py"):
-            path = Path(name).resolve()
-            if not path.is_file():
-                raise ImportError(f"imports: {name!r} does not exist")
-            loaded = sys.modules.get(path.stem)
-            if loaded is not None and getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path:
-                continue  # already imported (e.g. by the submitting script itself)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None:
-                raise ImportError(f"imports: cannot import {name!r}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(name)
+    import_modules(imports)
 
 
 _import_user_modules = import_user_modules  # the name earlier versions used

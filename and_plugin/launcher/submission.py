@@ -82,7 +82,8 @@ def submit(
         wait: Block until the job ends; print its error text and raise if it failed.
         folder: submitit's folder for the job's pickles and logs; default
             ``<output_dir>/slurm/%j`` (``%j`` = the job id).
-        imports: Modules the job imports first (your registered backbones / data sets).
+        imports: Modules the job imports first (your registered backbones / data sets), added
+            to ``config.run.imports``.
 
     Returns:
         The ``submitit.Job`` (``job.job_id``, ``job.result()``, ``job.paths.stdout``).
@@ -98,7 +99,9 @@ def submit(
     slurm_profile = load_profile(profile, profile_overrides)
     config = config_from_dict(config.to_dict())  # a validated copy; the caller's stays untouched
     config.run.output_dir = str(Path(config.run.output_dir).expanduser().resolve())
-    imports = [str(Path(name).resolve()) if name.endswith(".py") else name for name in imports or []]
+    from ..plugins import resolve_imports
+
+    config.run.imports = imports = resolve_imports([*config.run.imports, *(imports or [])])  # travel with the config
     import_user_modules(imports)  # here too: they must import, and they register what the checks look up
     check_before_submit(config, slurm_profile)
     if shutil.which("sbatch") is None:
