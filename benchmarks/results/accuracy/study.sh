@@ -16,27 +16,25 @@ PY
 }
 case "$1" in
 digits)
-  for s in constant cosine step; do
+  for s in ${DIGITS_SCHEDULES:-constant cosine step}; do
     acc --study digits-val --setting "$s" --dataset digits --split val --val-size 400 \
       --epochs-per-round 8 --rounds 4 --seeds 0 1 2 -- "optim.lr_schedule=$s"
   done
   s=$(best digits-val)
   acc --study digits-test --setting "$s" --dataset digits --split test --epochs-per-round 8 --rounds 4 \
-    --seeds 0 1 2 3 4 --note "schedule chosen on digits-val" -- "optim.lr_schedule=$s"
+    --seeds 0 1 2 --note "schedule chosen on digits-val" -- "optim.lr_schedule=$s"
   acc --study digits-test --setting "$s-k4" --dataset digits --split test --epochs-per-round 8 --rounds 4 \
-    --seeds 0 1 2 3 4 --note "k = 4 neighbours per anchor" -- "optim.lr_schedule=$s" method.neighbours=4
+    --seeds 0 1 2 --note "k = 4 neighbours per anchor" -- "optim.lr_schedule=$s" method.neighbours=4
   acc --study digits-test --setting "$s-e16-r2" --dataset digits --split test --epochs-per-round 16 --rounds 2 \
-    --seeds 0 1 2 3 4 --note "R = 2 rounds of 16 epochs (48 epochs in all)" -- "optim.lr_schedule=$s"
+    --seeds 0 1 2 --note "R = 2 rounds of 16 epochs (48 epochs in all)" -- "optim.lr_schedule=$s"
   ;;
 fashion)
   for s in constant cosine; do
-    acc --study fashion-val --setting "$s" --dataset fashion_mnist --subset 5000 --split val --val-size 2000 \
-      --epochs-per-round 4 --rounds 4 --seeds 0 1 -- "optim.lr_schedule=$s"
+    acc --study fashion-val --setting "$s" --dataset fashion_mnist --subset 2000 --split val --val-size 1000 \
+      --epochs-per-round 4 --rounds 4 --seeds 0 -- "optim.lr_schedule=$s"
   done
-  acc --study fashion-val --setting step --dataset fashion_mnist --subset 5000 --split val --val-size 2000 \
-    --epochs-per-round 4 --rounds 4 --seeds 0 -- optim.lr_schedule=step
   s=$(best fashion-val)
-  acc --study fashion-test --setting "$s" --dataset fashion_mnist --subset 5000 --split test \
-    --epochs-per-round 4 --rounds 4 --seeds 0 1 2 --note "schedule chosen on fashion-val" -- "optim.lr_schedule=$s"
+  acc --study fashion-test --setting "$s" --dataset fashion_mnist --subset 2000 --split test \
+    --epochs-per-round 4 --rounds 4 --seeds 0 1 --note "schedule chosen on fashion-val" -- "optim.lr_schedule=$s"
   ;;
 esac
