@@ -194,7 +194,8 @@ def cmd_run(args: argparse.Namespace) -> Path:
     sizes: dict[str, Any] = {}
     seconds: dict[str, list[float]] = {"and": [], "instance": []}
     for seed in args.seeds:
-        for method, config in configs_for(args, seed, scratch).items():
+        configs = configs_for(args, seed, scratch)
+        for method, config in configs.items():
             config.run.threads = args.threads
             points, info = run_one(config, args.split, args.subset, args.val_size)
             per_seed[method][seed] = points
@@ -212,7 +213,9 @@ def cmd_run(args: argparse.Namespace) -> Path:
                 "epochs_per_round": args.epochs_per_round,
                 "rounds": args.rounds,
                 "overrides": list(args.overrides),
-                "resolved": {k: config.to_dict()[k] for k in ("model", "method", "optim", "eval")},
+                # AND's resolved config; the instance run adds method.instance_only, optim.round0_epochs
+                # = (R + 1) * E and eval.every_epochs = E.
+                "resolved": {k: configs["and"].to_dict()[k] for k in ("model", "data", "method", "optim", "eval")},
                 "seeds": sorted(per_seed["and"]),
                 "per_seed": {m: {str(s): c for s, c in v.items()} for m, v in per_seed.items()},
                 "summary": aggregate({m: v for m, v in per_seed.items() if v}),
