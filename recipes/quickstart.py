@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "total_seconds": time.perf_counter() - started_all,
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": config.run.threads,
                     "torch": torch.__version__},
-        "command": "python recipes/quickstart.py" + (" " + " ".join(argv) if argv else ""),
+        "command": " ".join(["python recipes/quickstart.py", *_result_args(sys.argv[1:] if argv is None else argv)]),
     })
     console.print(summary_table(results))
     console.print(f"Baselines (kNN top-1): raw pixels {100 * results['baselines']['raw_pixels']:.1f} %, "
@@ -166,6 +167,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.update_readme:
             update_readme()
     return results
+
+
+def _result_args(argv: list[str]) -> list[str]:
+    """The arguments that change the numbers (not --record, --update-readme, --no-progress)."""
+    return [a for a in argv if a not in ("--record", "--update-readme", "--no-progress")]
 
 
 def summary_table(results: dict[str, Any]) -> Table:

@@ -32,10 +32,12 @@ INLINE = re.compile(r"<!-- and-accuracy-measured:([\w.-]+)/([\w.-]+) -->")
 
 
 def pm(stat: dict[str, float] | None, signed: bool = False) -> str:
-    """``"72.8 ± 0.4"`` from ``{"mean", "sd", "n"}`` (percent)."""
+    """``"72.8 ± 0.4"`` from ``{"mean", "sd", "n"}`` (percent); the mean alone for one seed."""
     if not stat:
         return "—"
     sign = "+" if signed and stat["mean"] >= 0 else ""
+    if stat["n"] < 2:  # one seed: no spread to show
+        return f"{sign}{stat['mean']:.1f}"
     return f"{sign}{stat['mean']:.1f} ± {stat['sd']:.1f}"
 
 
@@ -86,7 +88,7 @@ def accuracy_details(results: Path = RESULTS, docs: Path = ROOT / "docs") -> str
                  f"{result['sizes']['eval']:,} {'held-out training' if result['split'] == 'val' else 'test'} images; "
                  f"seeds {', '.join(map(str, result['seeds']))}; "
                  f"overrides {', '.join(f'`{o}`' for o in result['overrides']) or 'none'}. "
-                 f"{result.get('note') or ''} Mean ± sd over seeds (%).", "",
+                 + (f"{result['note']}. " if result.get("note") else "") + "Mean ± sd over seeds (%).", "",
                  "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
         for i, a in enumerate(summary.get("and", [])):
             inst = summary.get("instance", [])
