@@ -216,7 +216,7 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"Baselines on the same {results['train_images']:,} / {results['test_images']:,} images: raw-pixel kNN "
         f"**{100 * b['raw_pixels']:.1f} %**, the same network untrained **{100 * b['untrained']:.1f} %**. "
         f"Learning rate `{results['lr_schedule']}` for both methods, seed {results['seed']}; "
-        f"{results['total_seconds']:.0f} s in all on {machine["threads"]} CPU thread(s) "
+        f"{results['total_seconds']:.0f} s in all on {machine['threads']} CPU thread(s) "
         f"(`{results['command']}`, recorded in `{RECORDED.relative_to(ROOT)}`).",
     ]
     return "\n".join(lines) + "\n"
