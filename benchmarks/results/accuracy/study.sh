@@ -14,6 +14,7 @@ acc --study digits-val --setting constant --dataset digits --split val --val-siz
   --epochs-per-round 8 --rounds 4 --seeds 0 1 2 -- optim.lr_schedule=constant
 acc --study digits-val --setting cosine --dataset digits --split val --val-size 400 \
   --epochs-per-round 8 --rounds 4 --seeds 0 -- optim.lr_schedule=cosine
+# (asked for seeds 0 1, stopped after seed 0; its JSON records the seeds measured)
 acc --study digits-val --setting step --dataset digits --split val --val-size 400 \
   --epochs-per-round 8 --rounds 4 --seeds 0 -- optim.lr_schedule=step
 acc --study fashion-val --setting constant --dataset fashion_mnist --subset 2000 --split val --val-size 1000 \
