@@ -158,9 +158,14 @@ class OptimConfig:
         weight_decay: 5e-4.
         epochs_per_round: Epochs of every round (200 in the paper).
         round0_epochs: Epochs of round 0; null = epochs_per_round.
-        lr_milestones: Fractions of a round's epochs at which lr is multiplied by lr_gamma
+        lr_schedule: "step" (lr_milestones, fractions of the round; the paper's schedule),
+            "step_epochs" (lr_milestone_epochs, absolute epochs, as the authors' code), "cosine"
+            (down to lr_min) or "constant"; see :mod:`and_plugin.schedule`.
+        lr_milestones: "step": fractions of a round's epochs at which lr is multiplied by lr_gamma
             (0.4, 0.6, 0.8 = epochs 80, 120, 160 of 200).
+        lr_milestone_epochs: "step_epochs": epochs of a round at which lr is multiplied by lr_gamma.
         lr_gamma: 0.1.
+        lr_min: "cosine": the lr the curve tends to at a round's end (0).
     """
 
     lr: float = 0.03
@@ -170,8 +175,11 @@ class OptimConfig:
     weight_decay: float = 5e-4
     epochs_per_round: int = 200
     round0_epochs: int | None = None
+    lr_schedule: str = "step"
     lr_milestones: list[float] = field(default_factory=lambda: [0.4, 0.6, 0.8])
+    lr_milestone_epochs: list[int] = field(default_factory=lambda: [80, 120, 160])
     lr_gamma: float = 0.1
+    lr_min: float = 0.0
 
     def validate(self) -> None:
         _require(self.lr > 0, "optim.lr", self.lr, "a number > 0")
@@ -192,6 +200,13 @@ class OptimConfig:
             "optim.lr_milestones", self.lr_milestones, "increasing fractions in (0, 1)",
         )
         _require(0 < self.lr_gamma <= 1, "optim.lr_gamma", self.lr_gamma, "a number in (0, 1]")
+        _require_choice("optim.lr_schedule", self.lr_schedule, ("step", "step_epochs", "cosine", "constant"))
+        _require(
+            all(m >= 1 for m in self.lr_milestone_epochs)
+            and list(self.lr_milestone_epochs) == sorted(self.lr_milestone_epochs),
+            "optim.lr_milestone_epochs", self.lr_milestone_epochs, "increasing integers >= 1",
+        )
+        _require(0 <= self.lr_min < self.lr, "optim.lr_min", self.lr_min, f"a number in [0, optim.lr = {self.lr})")
 
 
 @dataclass

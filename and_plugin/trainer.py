@@ -13,7 +13,6 @@ monitor (:mod:`and_plugin.evaluation.monitor`).
 
 from __future__ import annotations
 
-import math
 import random
 import time
 import warnings
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import rundir
+from . import schedule as _schedule
 from .checkpoint import save_checkpoint
 from .config import Config, save_config
 from .curriculum import EntropyCurriculum, RoundState
@@ -98,18 +98,8 @@ def seed_everything(seed: int) -> None:
 
 
 def learning_rate(config: Config, epoch: int, epochs_in_round: int) -> float:
-    """The lr of ``epoch`` (0-based) within a round of ``epochs_in_round`` epochs.
-
-    The base lr (optionally scaled by batch / lr_reference_batch) is multiplied by lr_gamma at
-    each milestone epoch ``max(1, floor(m * epochs_in_round))`` (80/120/160 of 200 by default);
-    the first epoch of a round always runs at the base lr. The schedule restarts every round.
-    """
-    optim = config.optim
-    lr = optim.lr
-    if optim.lr_reference_batch:
-        lr *= config.data.batch_size / optim.lr_reference_batch
-    passed = sum(epoch >= max(1, math.floor(m * epochs_in_round)) for m in optim.lr_milestones)
-    return lr * optim.lr_gamma**passed
+    """The lr of ``epoch`` (0-based) within a round, per ``optim.lr_schedule``: see :mod:`and_plugin.schedule`."""
+    return _schedule.learning_rate(config, epoch, epochs_in_round)
 
 
 def round_plan(config: Config) -> list[tuple[int, int]]:

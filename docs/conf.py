@@ -1,7 +1,8 @@
 """Sphinx configuration of the and_plugin docs (furo + MyST Markdown + autodoc).
 
 Build: ``make docs`` = ``python -m sphinx -W --keep-going -b html docs docs/_build/html``.
-Nothing here needs the network at build time; MathJax loads from its CDN when a page is viewed.
+Nothing here needs the network, at build time or when a page is viewed: MathJax 3 (its single-file
+``tex-svg.js`` build, Apache-2.0, licence next to it) is bundled in ``_static/mathjax/``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ extensions = [
     "and_config_reference",
     "and_xref_aliases",
     "and_benchmark_results",
+    "and_accuracy_results",
 ]
 
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -75,6 +77,9 @@ html_theme = "furo"
 html_title = f"and_plugin {release}"
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
+# Equations render offline (clusters often have no internet): the bundled MathJax, SVG output
+# (no web fonts to fetch).
+mathjax_path = "mathjax/tex-svg.js"
 html_last_updated_fmt = None
 # Curly quotes and ellipses, but "--flag" stays two hyphens outside code spans too.
 smartquotes_action = "qe"

@@ -370,3 +370,24 @@ def test_search_works_in_a_headless_browser(site: Path) -> None:
     assert found and int(found.group(1)) > 0, f"no search results in the rendered page:\n{result.stdout[-3000:]}"
     assert 'href="components/loss.html' in result.stdout
     assert 'href="components/memory-bank.html"' in result.stdout  # the navigation sidebar
+
+
+@pytest.mark.docs
+def test_equations_render_offline_in_a_headless_browser(site: Path) -> None:
+    """The bundled MathJax turns the loss page's TeX into SVG with the network cut off."""
+    script = [s for s in _parse(site / "components/loss.html").links if "tex-svg.js" in s]
+    assert script and not urllib.parse.urlsplit(script[0]).scheme, f"MathJax is not the bundled copy: {script}"
+    assert (site / "_static" / "mathjax" / "tex-svg.js").is_file()
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    url = (site / "components/loss.html").resolve().as_uri()
+    result = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>", "--no-first-run",
+         "--virtual-time-budget=20000", "--dump-dom", url],
+        check=False, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("<mjx-container") >= 3 and "<svg" in result.stdout, "equations were not typeset"
+    assert '<g data-mml-node="merror"' not in result.stdout, "MathJax reported a TeX error"

@@ -24,3 +24,17 @@ def test_quick_start_is_two_commands_and_ci_calls_the_test_one():
     assert commands == ["make quickstart", "make test"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_readme_quick_start_numbers_are_generated_from_the_recorded_results():
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("quickstart", README.parent / "recipes" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    recorded = json.loads(module.RECORDED.read_text())
+    assert module.readme_block(recorded) in README.read_text(), (
+        "README's quick-start numbers differ from benchmarks/results/accuracy/quickstart.json; "
+        "run `python recipes/quickstart.py --update-readme`"
+    )

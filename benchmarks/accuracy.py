@@ -1,0 +1,333 @@
+"""AND vs instance learning at the same epoch budget, over seeds: mean ± sd per round.
+
+One invocation measures one *setting* (a data set and a list of config overrides applied to
+both methods) and writes ``benchmarks/results/accuracy/<study>/<setting>.json`` plus a PNG of the
+curves next to it. ``report`` redraws every PNG and rewrites the study index from the JSON files;
+``docs/results.md`` and the recipes page read those files (nothing is typed by hand).
+
+Fair comparison, by construction:
+
+- AND: round 0 (instance loss) + R rounds of E epochs, the lr schedule restarting every round.
+- Instance (NPID): ``method.instance_only=true`` with ``optim.round0_epochs = (R + 1) * E``, the
+  same total epochs, the same schedule family over its single round, kNN measured every E
+  epochs, so every AND round has an instance point at the same epoch count. With
+  ``optim.lr_schedule=constant`` both runs see exactly the same lr at every epoch.
+- Same seed ⇒ same initial weights and, up to the end of round 0, the same training: the curves
+  share their first point.
+
+Settings are chosen on a validation split (``--split val``): ``--val-size`` class-balanced
+images of the *training* set, disjoint from the training images, act as the test set. Final
+numbers use ``--split test`` (the data set's test split); the test split is never used to choose.
+
+Examples::
+
+    python benchmarks/accuracy.py run --study digits --setting constant --split val --seeds 0 1 2 \\
+        --dataset digits --epochs-per-round 8 --rounds 4 -- optim.lr_schedule=constant
+    python benchmarks/accuracy.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from and_plugin import Trainer, load_config  # noqa: E402
+from and_plugin.build import build_run  # noqa: E402
+from and_plugin.data.base import IndexedDataset  # noqa: E402
+from and_plugin.data.datasets import subset_indices  # noqa: E402
+
+#: Both methods start from these; the command line's overrides come after.
+DEFAULTS: dict[str, Any] = {
+    "model": {"backbone": "small_cnn"},
+    "data": {"batch_size": 128, "gpu_resident": True},
+    "method": {"temperature": 0.1, "memory_momentum": 0.5, "neighbours": 1, "rounds": 4},
+    "optim": {"lr": 0.03},
+    "eval": {"knn_k": 200, "knn_temperature": 0.1, "bank_knn": True},
+    "run": {"device": "cpu", "threads": 1, "progress": False, "checkpoint_every": 1_000_000},
+}
+SPLIT_SEED = 20190425
+METRICS = ("knn", "knn_bank", "consistency")
+
+
+# ------------------------------------------------------------------------------------ splits
+
+
+def _take(dataset: IndexedDataset, keep: np.ndarray) -> IndexedDataset:
+    """The items ``keep`` of an in-memory or file-backed data set, as a new IndexedDataset."""
+    base = dataset.base
+    targets = [int(dataset.targets[i]) for i in keep]
+    if hasattr(base, "images"):
+        new_base = type(base)(base.images[keep], targets)
+    elif hasattr(base, "paths"):
+        new_base = type(base)([base.paths[i] for i in keep], targets, getattr(base, "mode", "RGB"))
+    else:  # pragma: no cover - every registered data set stores images or paths
+        raise TypeError(f"cannot split a {type(base).__name__}: expected stored images or paths")
+    return IndexedDataset(new_base, targets, dataset.classes, dataset.transform)
+
+
+def validation_split(targets: np.ndarray, train_size: int | None, val_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, validation indices) within a training set, disjoint and class-balanced.
+
+    The training images are the ones ``data.subset = train_size`` selects when that leaves at
+    least ``val_size`` images over (so validation and test runs train on the same images);
+    otherwise the training set is split, ``val_size`` images (seeded, stratified) held out.
+    """
+    n = len(targets)
+    rng = np.random.default_rng(SPLIT_SEED)
+    train = subset_indices(targets, train_size) if train_size else np.arange(n)
+    rest = np.setdiff1d(np.arange(n), train)
+    if len(rest) < val_size:  # not enough spare images: hold out part of the training set
+        order = rng.permutation(n)
+        ranked = order[subset_indices(targets[order], val_size)]
+        val = np.sort(ranked)
+        train = np.setdiff1d(np.arange(n), val)
+        if train_size:
+            train = train[subset_indices(targets[train], train_size)]
+        return np.sort(train), val
+    order = rng.permutation(rest)
+    val = np.sort(order[subset_indices(targets[order], val_size)])
+    return train, val
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def configs_for(args: argparse.Namespace, seed: int, output: Path) -> dict[str, Any]:
+    """The AND and instance configs of one seed (same overrides, same total epochs)."""
+    common = [
+        f"data.dataset={args.dataset}",
+        f"optim.epochs_per_round={args.epochs_per_round}",
+        f"method.rounds={args.rounds}",
+        f"run.seed={seed}",
+        *args.overrides,
+    ]
+    if args.split == "test" and args.subset:
+        common.append(f"data.subset={args.subset}")
+    if args.test_subset:
+        common.append(f"data.test_subset={args.test_subset}")
+    total = (args.rounds + 1) * args.epochs_per_round
+    return {
+        "and": load_config(DEFAULTS, common + [f"run.output_dir={output}/and-seed{seed}", f"name=and-{args.setting}"]),
+        "instance": load_config(DEFAULTS, common + [
+            "method.instance_only=true",
+            f"optim.round0_epochs={total}",
+            f"eval.every_epochs={args.epochs_per_round}",
+            f"run.output_dir={output}/instance-seed{seed}",
+            f"name=instance-{args.setting}",
+        ]),
+    }
+
+
+def run_one(config: Any, split: str, subset: int | None, val_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Trains one config; returns its per-round records (kNN at every E epochs) and data sizes."""
+    parts = build_run(config)
+    train_set, eval_train_set, test_set = parts.train_set, parts.eval_train_set, parts.test_set
+    if split == "val":
+        train_idx, val_idx = validation_split(train_set.targets.numpy(), subset, val_size)
+        test_set = _take(eval_train_set, val_idx)
+        train_set, eval_train_set = _take(train_set, train_idx), _take(eval_train_set, train_idx)
+    trainer = Trainer(config, parts.model, train_set, eval_train_set, test_set)
+    started = time.perf_counter()
+    trainer.fit()
+    seconds = time.perf_counter() - started
+    if config.method.instance_only:
+        records = [r for r in trainer.history if "knn" in r]
+    else:
+        records = trainer.round_records
+    points = [
+        {"epochs": (i + 1) * config.optim.epochs_per_round, **{m: r.get(m) for m in METRICS},
+         "anchor_fraction": r.get("anchor_fraction")}
+        for i, r in enumerate(records)
+    ]
+    return points, {"train": len(train_set), "eval": len(test_set), "seconds": seconds}
+
+
+def summarise(values: list[float | None]) -> dict[str, float] | None:
+    """mean, sd (sample, n-1) and n of the non-missing values, in percent."""
+    xs = [100 * v for v in values if v is not None]
+    if not xs:
+        return None
+    return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Per method and round: mean ± sd over seeds; plus the final AND − instance difference."""
+    out: dict[str, Any] = {}
+    for method, seeds in per_seed.items():
+        curves = list(seeds.values())
+        rounds = min(len(c) for c in curves)
+        out[method] = [
+            {"epochs": curves[0][i]["epochs"], **{m: summarise([c[i][m] for c in curves]) for m in METRICS}}
+            for i in range(rounds)
+        ]
+    if "and" in per_seed and "instance" in per_seed:
+        common = sorted(set(per_seed["and"]) & set(per_seed["instance"]))
+        for metric in ("knn", "knn_bank"):
+            diffs = [per_seed["and"][s][-1][metric] - per_seed["instance"][s][-1][metric] for s in common
+                     if per_seed["and"][s][-1][metric] is not None and per_seed["instance"][s][-1][metric] is not None]
+            out[f"final_diff_{metric}"] = summarise(diffs)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> Path:
+    torch.set_num_threads(args.threads)
+    study_dir = RESULTS / args.study
+    study_dir.mkdir(parents=True, exist_ok=True)
+    out_path = study_dir / f"{args.setting}.json"
+    scratch = Path(args.scratch) / args.study / args.setting
+    per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {"and": {}, "instance": {}}
+    sizes: dict[str, Any] = {}
+    seconds: dict[str, list[float]] = {"and": [], "instance": []}
+    for seed in args.seeds:
+        configs = configs_for(args, seed, scratch)
+        for method, config in configs.items():
+            config.run.threads = args.threads
+            points, info = run_one(config, args.split, args.subset, args.val_size)
+            per_seed[method][seed] = points
+            seconds[method].append(info["seconds"])
+            sizes = {"train": info["train"], "eval": info["eval"]}
+            last = points[-1]
+            print(f"[{args.study}/{args.setting}] seed {seed} {method:8s} kNN {100 * last['knn']:.1f} % "
+                  f"({info['seconds']:.0f} s)", flush=True)
+            result = {
+                "study": args.study,
+                "setting": args.setting,
+                "dataset": args.dataset,
+                "split": args.split,
+                "sizes": sizes,
+                "epochs_per_round": args.epochs_per_round,
+                "rounds": args.rounds,
+                "overrides": list(args.overrides),
+                # AND's resolved config; the instance run adds method.instance_only, optim.round0_epochs
+                # = (R + 1) * E and eval.every_epochs = E.
+                "resolved": {k: configs["and"].to_dict()[k] for k in ("model", "data", "method", "optim", "eval")},
+                "seeds": sorted(per_seed["and"]),
+                "per_seed": {m: {str(s): c for s, c in v.items()} for m, v in per_seed.items()},
+                "summary": aggregate({m: v for m, v in per_seed.items() if v}),
+                "seconds_per_run": {m: statistics.fmean(v) for m, v in seconds.items() if v},
+                "note": args.note,
+                "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                            "torch": torch.__version__},
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+            }
+            out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
+    plot(out_path)
+    write_index()
+    return out_path
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def plot(path: Path) -> Path | None:
+    """Draws ``<setting>.png``: kNN (recomputed) per round, mean ± sd band, both methods."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    result = json.loads(path.read_text())
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method, colour in (("instance", "tab:grey"), ("and", "tab:blue")):
+        rows = result["summary"].get(method) or []
+        for ax, metric in zip(axes, ("knn", "knn_bank")):
+            points = [(r["epochs"], r[metric]) for r in rows if r.get(metric)]
+            if not points:
+                continue
+            xs = [p[0] for p in points]
+            mean = np.array([p[1]["mean"] for p in points])
+            sd = np.array([p[1]["sd"] for p in points])
+            ax.plot(xs, mean, "o-", color=colour, label="AND" if method == "and" else "instance")
+            ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
+    for ax, title in zip(axes, ("kNN top-1, recomputed features (%)", "kNN top-1, memory bank (%)")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epochs")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    seeds = len(result["seeds"])
+    fig.suptitle(f"{result['study']} / {result['setting']} ({result['split']} split, {seeds} seeds, mean ± sd)",
+                 fontsize=9)
+    fig.tight_layout()
+    out = path.with_suffix(".png")
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def write_index() -> Path:
+    """``index.json``: every setting's final numbers, one row each (what the docs tabulate)."""
+    rows = []
+    for path in sorted(RESULTS.glob("*/*.json")):
+        result = json.loads(path.read_text())
+        summary = result["summary"]
+        final = {m: (summary.get(m) or [{}])[-1] for m in ("and", "instance")}
+        rows.append({
+            "study": result["study"], "setting": result["setting"], "split": result["split"],
+            "dataset": result["dataset"], "train": result["sizes"].get("train"),
+            "epochs_per_round": result["epochs_per_round"], "rounds": result["rounds"],
+            "overrides": result["overrides"], "seeds": result["seeds"],
+            "and_knn": final["and"].get("knn"), "instance_knn": final["instance"].get("knn"),
+            "and_knn_bank": final["and"].get("knn_bank"), "instance_knn_bank": final["instance"].get("knn_bank"),
+            "diff_knn": summary.get("final_diff_knn"), "diff_knn_bank": summary.get("final_diff_knn_bank"),
+            "consistency": final["and"].get("consistency"), "note": result.get("note", ""),
+            "file": str(path.relative_to(ROOT)),
+        })
+    index = RESULTS / "index.json"
+    index.write_text(json.dumps(rows, indent=1) + "\n")
+    return index
+
+
+def cmd_report(_args: argparse.Namespace) -> None:
+    for path in sorted(RESULTS.glob("*/*.json")):
+        plot(path)
+    print(write_index())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="measure one setting over seeds")
+    run.add_argument("--study", required=True, help="results folder name under benchmarks/results/accuracy")
+    run.add_argument("--setting", required=True, help="name of this setting's JSON/PNG")
+    run.add_argument("--dataset", default="digits")
+    run.add_argument("--subset", type=int, default=None, help="training images (class-balanced)")
+    run.add_argument("--test-subset", type=int, default=None)
+    run.add_argument("--split", choices=("val", "test"), default="val",
+                     help="val: evaluate on held-out training images (choosing); test: the test split (reporting)")
+    run.add_argument("--val-size", type=int, default=2000)
+    run.add_argument("--epochs-per-round", type=int, default=4)
+    run.add_argument("--rounds", type=int, default=4)
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--scratch", default=str(ROOT / "runs" / "accuracy"), help="checkpoints and metrics")
+    run.add_argument("--note", default="", help="one line shown with the setting on the results page")
+    run.add_argument("overrides", nargs="*", help="key=value config overrides for both methods")
+    sub.add_parser("report", help="redraw every PNG and rewrite index.json from the JSON files")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    {"run": cmd_run, "report": cmd_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Sphinx extension: the measured AND-vs-instance results, generated from the results files.
+
+Markers a page may contain, each replaced at build time by Markdown built from JSON that a
+command wrote (so no accuracy on these pages is typed by hand):
+
+- ``<!-- and-accuracy-table -->``: one row per setting of ``benchmarks/results/accuracy/index.json``
+  (written by ``python benchmarks/accuracy.py``): AND and instance kNN, mean ± sd over seeds, the
+  paired AND − instance difference and its verdict.
+- ``<!-- and-accuracy-details -->``: per setting, the per-round table and the PNG of the curves.
+- ``<!-- and-quickstart-results -->``: the recorded quick start
+  (``benchmarks/results/accuracy/quickstart.json``, ``python recipes/quickstart.py --record``).
+- ``<!-- and-accuracy-measured:<study>/<setting> -->``: the final "AND kNN mean ± sd (n seeds)" of one
+  setting, inline (the recipes page's measured column).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
+QUICKSTART = RESULTS / "quickstart.json"
+MARKERS = ("<!-- and-accuracy-table -->", "<!-- and-accuracy-details -->", "<!-- and-quickstart-results -->")
+INLINE = re.compile(r"<!-- and-accuracy-measured:([\w.-]+)/([\w.-]+) -->")
+
+
+def pm(stat: dict[str, float] | None, signed: bool = False) -> str:
+    """``"72.8 ± 0.4"`` from ``{"mean", "sd", "n"}`` (percent); the mean alone for one seed."""
+    if not stat:
+        return "—"
+    sign = "+" if signed and stat["mean"] >= 0 else ""
+    if stat["n"] < 2:  # one seed: no spread to show
+        return f"{sign}{stat['mean']:.1f}"
+    return f"{sign}{stat['mean']:.1f} ± {stat['sd']:.1f}"
+
+
+def verdict(diff: dict[str, float] | None) -> str:
+    """AND ahead / behind when the paired mean difference is more than two standard errors from 0."""
+    if not diff or diff["n"] < 2:
+        return "one seed: no verdict"
+    se = diff["sd"] / math.sqrt(diff["n"])
+    if diff["mean"] - 2 * se > 0:
+        return "**AND ahead**"
+    if diff["mean"] + 2 * se < 0:
+        return "**instance ahead**"
+    return "level (within seed noise)"
+
+
+def _settings_text(row: dict[str, Any]) -> str:
+    extra = ", ".join(f"`{o}`" for o in row["overrides"])
+    train = f"{row['train']:,}" if row.get("train") else "?"
+    return f"{row['dataset']} {train} train, {row['rounds'] + 1} x {row['epochs_per_round']} epochs" + (
+        f", {extra}" if extra else "")
+
+
+def accuracy_table(results: Path = RESULTS) -> str:
+    index = results / "index.json"
+    if not index.exists():
+        return "*No accuracy study has been recorded yet* (`python benchmarks/accuracy.py run ...`).\n"
+    rows = json.loads(index.read_text())
+    head = ["study / setting", "split", "settings", "seeds", "AND kNN", "instance kNN", "AND − instance",
+            "verdict", "AND − instance (bank kNN)", "AN consistency (last round)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([
+            f"`{row['study']}/{row['setting']}`", row["split"], _settings_text(row), str(len(row["seeds"])),
+            pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["diff_knn"], signed=True), verdict(row["diff_knn"]),
+            pm(row["diff_knn_bank"], signed=True), pm(row["consistency"]),
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_details(results: Path = RESULTS, docs: Path = ROOT / "docs") -> str:
+    parts = []
+    for path in sorted(results.glob("*/*.json")):
+        result = json.loads(path.read_text())
+        summary = result["summary"]
+        head = ["epochs", "instance kNN", "AND kNN", "instance bank kNN", "AND bank kNN", "AN consistency"]
+        lines = [f"### `{result['study']}/{result['setting']}`", "",
+                 f"{result['dataset']}, {result['sizes']['train']:,} training images, evaluated on "
+                 f"{result['sizes']['eval']:,} {'held-out training' if result['split'] == 'val' else 'test'} images; "
+                 f"seeds {', '.join(map(str, result['seeds']))}; "
+                 f"overrides {', '.join(f'`{o}`' for o in result['overrides']) or 'none'}. "
+                 + (f"{result['note']}. " if result.get("note") else "") + "Mean ± sd over seeds (%).", "",
+                 "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+        for i, a in enumerate(summary.get("and", [])):
+            inst = summary.get("instance", [])
+            b = inst[i] if i < len(inst) else {}
+            lines.append("| " + " | ".join([str(a["epochs"]), pm(b.get("knn")), pm(a.get("knn")),
+                                           pm(b.get("knn_bank")), pm(a.get("knn_bank")),
+                                           pm(a.get("consistency"))]) + " |")
+        png = path.with_suffix(".png")
+        if png.exists():
+            rel = Path("..") / png.relative_to(ROOT)
+            lines += ["", f"![{result['study']}/{result['setting']}: kNN per round, mean ± sd]({rel.as_posix()})"]
+        lines += ["", f"Command: `{result['command']}`", ""]
+        parts.append("\n".join(lines))
+    return "\n".join(parts) if parts else ""
+
+
+def quickstart_results(path: Path = QUICKSTART) -> str:
+    if not path.exists():
+        return "*The quick start has not been recorded yet* (`python recipes/quickstart.py --record`).\n"
+    spec = importlib.util.spec_from_file_location("and_quickstart", ROOT / "recipes" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module.results_markdown(json.loads(path.read_text()))
+
+
+def measured_inline(study: str, setting: str, results: Path = RESULTS) -> str:
+    path = results / study / f"{setting}.json"
+    if not path.exists():
+        return "pending"
+    result = json.loads(path.read_text())
+    final = result["summary"]["and"][-1]["knn"]
+    return f"{pm(final)} (CPU scale, {final['n']} seeds)"
+
+
+def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    text = source[0]
+    if not any(m in text for m in MARKERS) and not INLINE.search(text):
+        return
+    for path in list(RESULTS.glob("*/*.json")) + [RESULTS / "index.json", QUICKSTART]:
+        if path.exists():
+            app.env.note_dependency(str(path))
+    text = text.replace(MARKERS[0], accuracy_table()).replace(MARKERS[1], accuracy_details())
+    text = text.replace(MARKERS[2], quickstart_results())
+    source[0] = INLINE.sub(lambda m: measured_inline(m.group(1), m.group(2)), text)
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("source-read", _source_read)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
