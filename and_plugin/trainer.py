@@ -159,8 +159,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(config.run.seed)
         if config.run.precision == "bf16" and self.device.type == "cpu":
-            warnings.warn("run.precision='bf16' on the CPU: autocast bf16 was ~9x slower than fp32 on our CPU "
-                          "benchmark (benchmarks/results); the fast path is meant for GPUs")
+            warnings.warn("run.precision='bf16' on the CPU: autocast bf16 measured ~9x slower than fp32 in "
+                          "the CPU benchmark (benchmarks/results); the fast path is meant for GPUs")
 
         self.model = model.to(self.device)
         if config.run.channels_last:
