@@ -35,7 +35,7 @@ from .miner import ANDMiner
 from .pml_loss import ANDLoss
 from .criteria import PMLCriterion, build_criterion
 from .rundir import RunDirError
-from .registry import BACKBONES, CURRICULA, DATASETS, LOSSES, MINERS, PRESETS, Registry
+from .registry import BACKBONES, CURRICULA, DATASETS, EVALUATORS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
 
@@ -57,6 +57,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DATASETS",
+    "EVALUATORS",
     "DivergenceError",
     "DatasetInfo",
     "EntropyCurriculum",

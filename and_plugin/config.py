@@ -214,6 +214,8 @@ class EvalConfig:
     """Evaluation.
 
     Attributes:
+        monitor: Registered evaluator (``and_plugin.registry.EVALUATORS``) run at every round
+            end: "knn" (weighted kNN with recomputed features and with the bank).
         knn_k: Neighbours of the weighted kNN (200).
         knn_temperature: σ of the kNN vote weights (0.1 as the reference CIFAR code; the paper says 0.07).
         every_epochs: Also run kNN every this many epochs (0 = only at the end of each round).
@@ -224,6 +226,7 @@ class EvalConfig:
         probe_lr: Learning rate of the linear probes.
     """
 
+    monitor: str = "knn"
     knn_k: int = 200
     knn_temperature: float = 0.1
     every_epochs: int = 0
@@ -234,6 +237,10 @@ class EvalConfig:
     probe_lr: float = 0.1
 
     def validate(self) -> None:
+        from .evaluation import monitor  # noqa: F401  (fills EVALUATORS)
+        from .registry import EVALUATORS
+
+        _require(self.monitor in EVALUATORS, "eval.monitor", self.monitor, f"one of {EVALUATORS.names()}")
         _require(self.knn_k >= 1, "eval.knn_k", self.knn_k, "an integer >= 1")
         _require(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "a number > 0")
         _require(self.every_epochs >= 0, "eval.every_epochs", self.every_epochs, "an integer >= 0")

@@ -36,11 +36,12 @@ from .data.labels import targets_of
 from .distributed import get_rank, get_world_size, is_distributed, is_main_process
 from .divergence import DivergenceError, DivergenceMonitor
 from .evaluation.knn import extract_features
-from .evaluation.monitor import KNNMonitor
+from .evaluation import monitor as _monitor  # noqa: F401  (fills EVALUATORS)
 from .memory_bank import MemoryBank
 from .method import ANDMethod, forward_views
 from .metrics_log import METRICS_NAME, MetricsLog
 from .progress import progress_bar
+from .registry import EVALUATORS
 from .run_checkpoint import CHECKPOINT_NAME, RunCheckpoint, rng_state, set_rng_state
 from .sampling import GlobalBatchSampler
 
@@ -201,8 +202,11 @@ class Trainer:
         self.checkpoint = RunCheckpoint(self.output_dir)
         self.metrics = MetricsLog(self.output_dir, enabled=is_main_process())
         ev = config.eval
-        self.monitor = KNNMonitor(test_set, eval_train_set, self.labels, ev.knn_k, ev.knn_temperature, ev.bank_knn,
-                                  batch_size=max(256, config.data.batch_size), num_workers=config.data.num_workers)
+        self.eval_batch_size = max(256, config.data.batch_size)
+        self.monitor = EVALUATORS.build(ev.monitor, test_set=test_set, eval_train_set=eval_train_set,
+                                        train_labels=self.labels, k=ev.knn_k, temperature=ev.knn_temperature,
+                                        bank_knn=ev.bank_knn, batch_size=self.eval_batch_size,
+                                        num_workers=config.data.num_workers)
         self.divergence = DivergenceMonitor(self.device)
 
     # The method's parts, as attributes of the trainer (reporting and tests read them).
@@ -414,7 +418,8 @@ class Trainer:
         return features.to(self.device)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return self.monitor.loader(dataset)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+                          num_workers=self.config.data.num_workers)
 
     def evaluate(self) -> dict[str, Any]:
         """Weighted kNN top-1 on the test set, with recomputed training features and with the bank.

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from and_plugin import Trainer, load_config
+from and_plugin import Trainer, build_run, load_config
 from and_plugin.checkpoint import CheckpointError, load_checkpoint
 from and_plugin.trainer import learning_rate, round_plan
 from conftest import tiny_backbone, tiny_dataset
@@ -98,3 +98,32 @@ def test_neighbours_must_be_below_dataset_size(tmp_path):
     data = tiny_dataset(n=8)
     with pytest.raises(ValueError, match="method.neighbours: got 8, expected < the number of training images N = 8"):
         Trainer(config(tmp_path, "method.neighbours=8"), tiny_backbone(), data)
+
+
+def test_round_end_evaluator_is_built_by_name_from_the_registry(tmp_path):
+    """eval.monitor picks a registered evaluator; its numbers reach the round records."""
+    from and_plugin import EVALUATORS, ConfigError
+    from and_plugin.evaluation.monitor import KNNMonitor
+
+    calls = []
+
+    class Counting(KNNMonitor):
+        def evaluate(self, model, bank, device):
+            calls.append(tuple(bank.shape))
+            return {**super().evaluate(model, bank, device), "calls": len(calls)}
+
+    EVALUATORS.register("counting_test_monitor", force=True)(Counting)
+    try:
+        config = load_config(None, [
+            "data.dataset=synthetic", "model.backbone=small_cnn", "run.device=cpu", "run.progress=false",
+            "optim.epochs_per_round=1", "method.rounds=1", "data.batch_size=8", "data.subset=16",
+            "data.test_subset=8", "eval.monitor=counting_test_monitor", f"run.output_dir={tmp_path / 'run'}",
+        ])
+        parts = build_run(config)
+        result = Trainer(config, parts.model, parts.train_set, parts.eval_train_set, parts.test_set).fit()
+        assert [r["calls"] for r in result.rounds] == [1, 2] and "knn" in result.rounds[-1]
+        assert calls[0][0] == len(parts.train_set)
+    finally:
+        EVALUATORS._entries.pop("counting_test_monitor", None)
+    with pytest.raises(ConfigError, match=r"eval.monitor must be one of \['knn'\], got 'nope'"):
+        load_config(None, ["eval.monitor=nope"])

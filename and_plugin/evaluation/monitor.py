@@ -8,11 +8,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..registry import EVALUATORS
 from .knn import extract_features, knn_accuracy
 
 
+@EVALUATORS.register("knn")
 class KNNMonitor:
     """Weighted kNN top-1 on the test set (Sec 4 protocol), never used to select checkpoints.
+
+    Registered as ``"knn"`` in :data:`~and_plugin.registry.EVALUATORS`, the default of
+    ``eval.monitor``. An evaluator of your own registers there under another name, takes the
+    same keyword arguments and has the same :meth:`evaluate` (its dict is logged at every round
+    end); the :class:`~and_plugin.Trainer` builds it from the config.
 
     ``knn`` uses training features recomputed with the test transform (the honest number);
     ``knn_bank`` uses the memory bank as the training features (what the reference code prints).
