@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:
 from and_plugin import Trainer, load_config  # noqa: E402
 from and_plugin.build import build_run  # noqa: E402
 from and_plugin.data.base import IndexedDataset  # noqa: E402
-from and_plugin.data.datasets import subset_indices  # noqa: E402
+from and_plugin.data.builder import subset_indices  # noqa: E402
 
 #: Both methods start from these; the command line's overrides come after.
 DEFAULTS: dict[str, Any] = {
@@ -186,7 +186,8 @@ def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str,
 
 def cmd_run(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
-    study_dir = RESULTS / args.study
+    results = Path(args.results)
+    study_dir = results / args.study
     study_dir.mkdir(parents=True, exist_ok=True)
     out_path = study_dir / f"{args.setting}.json"
     scratch = Path(args.scratch) / args.study / args.setting
@@ -228,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
             }
             out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
     plot(out_path)
-    write_index()
+    write_index(results)
     return out_path
 
 
@@ -272,10 +273,10 @@ def plot(path: Path) -> Path | None:
     return out
 
 
-def write_index() -> Path:
+def write_index(results: Path = RESULTS) -> Path:
     """``index.json``: every setting's final numbers, one row each (what the docs tabulate)."""
     rows = []
-    for path in sorted(RESULTS.glob("*/*.json")):
+    for path in sorted(results.glob("*/*.json")):
         result = json.loads(path.read_text())
         summary = result["summary"]
         final = {m: (summary.get(m) or [{}])[-1] for m in ("and", "instance")}
@@ -288,17 +289,18 @@ def write_index() -> Path:
             "and_knn_bank": final["and"].get("knn_bank"), "instance_knn_bank": final["instance"].get("knn_bank"),
             "diff_knn": summary.get("final_diff_knn"), "diff_knn_bank": summary.get("final_diff_knn_bank"),
             "consistency": final["and"].get("consistency"), "note": result.get("note", ""),
-            "file": str(path.relative_to(ROOT)),
+            "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         })
-    index = RESULTS / "index.json"
+    index = results / "index.json"
     index.write_text(json.dumps(rows, indent=1) + "\n")
     return index
 
 
-def cmd_report(_args: argparse.Namespace) -> None:
-    for path in sorted(RESULTS.glob("*/*.json")):
+def cmd_report(args: argparse.Namespace) -> None:
+    results = Path(args.results)
+    for path in sorted(results.glob("*/*.json")):
         plot(path)
-    print(write_index())
+    print(write_index(results))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -319,8 +321,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--scratch", default=str(ROOT / "runs" / "accuracy"), help="checkpoints and metrics")
     run.add_argument("--note", default="", help="one line shown with the setting on the results page")
+    run.add_argument("--results", default=str(RESULTS), help="results folder (default benchmarks/results/accuracy)")
     run.add_argument("overrides", nargs="*", help="key=value config overrides for both methods")
-    sub.add_parser("report", help="redraw every PNG and rewrite index.json from the JSON files")
+    report = sub.add_parser("report", help="redraw every PNG and rewrite index.json from the JSON files")
+    report.add_argument("--results", default=str(RESULTS), help="results folder (default benchmarks/results/accuracy)")
     return parser.parse_args(argv)
 
 

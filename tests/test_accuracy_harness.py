@@ -1,0 +1,57 @@
+"""The accuracy harness (benchmarks/accuracy.py): held-out split, equal budgets, seeds and spread."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    spec = importlib.util.spec_from_file_location("accuracy_harness", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("train_size, val_size", [(None, 30), (60, 30), (190, 30)])
+def test_validation_split_is_disjoint_balanced_and_inside_the_training_set(harness, train_size, val_size):
+    targets = np.repeat(np.arange(5), 40)  # 200 training images, 5 classes
+    train, val = harness.validation_split(targets, train_size, val_size)
+    assert len(np.intersect1d(train, val)) == 0
+    assert len(val) == val_size and np.bincount(targets[val], minlength=5).tolist() == [val_size // 5] * 5
+    assert train.max() < len(targets) and val.max() < len(targets)
+    if train_size:
+        assert len(train) == min(train_size, len(targets) - val_size)  # held-out images come first
+    again = harness.validation_split(targets, train_size, val_size)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], val)  # seeded, not random per call
+
+
+def test_equal_budget_configs(harness):
+    args = harness.parse_args(["run", "--study", "s", "--setting", "x", "--epochs-per-round", "3", "--rounds", "2",
+                               "--", "optim.lr_schedule=constant"])
+    configs = harness.configs_for(args, seed=4, output=Path("/tmp/unused"))
+    and_cfg, inst = configs["and"], configs["instance"]
+    assert inst.method.instance_only and inst.optim.round0_epochs == (2 + 1) * 3
+    assert and_cfg.optim.lr_schedule == inst.optim.lr_schedule == "constant"
+    assert and_cfg.run.seed == inst.run.seed == 4
+
+
+def test_a_tiny_run_writes_seeds_spread_and_index(harness, tmp_path):
+    harness.main(["run", "--study", "tiny", "--setting", "const", "--dataset", "digits", "--subset", "200",
+                  "--split", "val", "--val-size", "100", "--epochs-per-round", "1", "--rounds", "1",
+                  "--seeds", "0", "1", "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "res"),
+                  "--", "optim.lr_schedule=constant", "data.batch_size=50"])
+    result = json.loads((tmp_path / "res" / "tiny" / "const.json").read_text())
+    assert result["seeds"] == [0, 1] and result["sizes"] == {"train": 200, "eval": 100}
+    final_and = result["summary"]["and"][-1]["knn"]
+    assert final_and["n"] == 2 and final_and["sd"] >= 0 and 0 < final_and["mean"] <= 100
+    assert len(result["summary"]["and"]) == len(result["summary"]["instance"]) == 2  # kNN every E epochs
+    assert result["summary"]["final_diff_knn"]["n"] == 2
+    index = json.loads((tmp_path / "res" / "index.json").read_text())
+    assert [row["setting"] for row in index] == ["const"]
+    assert (tmp_path / "res" / "tiny" / "const.png").exists()
