@@ -243,4 +243,5 @@ def test_the_lightning_example_trains_and_prints(capsys):
     assert [(r["epoch"], r["round"]) for r in history] == [(0, 0), (1, 1)]
     out = capsys.readouterr().out
     assert "1400 images, 2 view(s), plan [(0, 1), (1, 1)]" in out
+    assert "the same network untrained: kNN top-1" in out
     assert f"kNN top-1 {100 * history[-1]['knn']:.1f} %" in out
