@@ -119,8 +119,11 @@ def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             pytest.skip(reason)
     from and_plugin import registry
 
-    for name in ("BACKBONES", "DATASETS", "LOSSES", "MINERS", "CURRICULA"):  # pages register their own
-        monkeypatch.setattr(getattr(registry, name), "_entries", dict(getattr(registry, name)._entries))
+    for table in vars(registry).values():  # pages register their own: every registry is restored afterwards
+        if isinstance(table, registry.Registry):
+            for attribute in ("_entries", "_info"):
+                if hasattr(table, attribute):
+                    monkeypatch.setattr(table, attribute, dict(getattr(table, attribute)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.syspath_prepend(str(tmp_path))
