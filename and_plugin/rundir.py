@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ _IGNORED = {
     "name", "data.root", "data.download", "data.num_workers", "data.gpu_resident", "data.test_subset",
     "method.loss_chunk_size", "run.output_dir", "run.device", "run.precision", "run.channels_last", "run.compile",
     "run.threads", "run.checkpoint_every", "run.progress", "run.resume", "run.overwrite", "run.deterministic",
-    "run.sync_batchnorm", "eval",
+    "run.sync_batchnorm", "run.imports", "eval",
 }  # fmt: skip
 
 
@@ -93,7 +95,30 @@ def resume_decision(config: Config, output_dir: Path, main_process: bool = True)
         if not resume and config.run.overwrite:
             for name in (CHECKPOINT_NAME, DIVERGED_NAME):
                 (output_dir / name).unlink(missing_ok=True)
+        elif not resume and config.run.resume == "auto":
+            _keep_logs_of_an_uncheckpointed_run(output_dir)
     return resume
+
+
+def _keep_logs_of_an_uncheckpointed_run(output_dir: Path) -> None:
+    """``run.resume=auto`` found epochs logged but no checkpoint: the new start keeps them aside.
+
+    (A run stopped before its first checkpoint, e.g. with ``run.checkpoint_every`` > 1.) Its
+    ``metrics.jsonl`` and ``config.yaml`` move to ``*.kept-<UTC time>`` instead of being rewritten.
+    """
+    metrics = output_dir / METRICS_NAME
+    if not (metrics.is_file() and metrics.stat().st_size > 0):
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    kept = []
+    for name in (METRICS_NAME, "config.yaml"):
+        path = output_dir / name
+        if path.is_file():
+            target = path.with_name(f"{name}.kept-{stamp}")
+            os.replace(path, target)
+            kept.append(target.name)
+    warnings.warn(f"run.resume=auto: {str(output_dir)!r} has logged epochs but no checkpoint to continue; "
+                  f"starting over, the earlier logs kept as {', '.join(kept)}")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Algorithm 1 of the paper: round 0 instance learning, then R rounds of neighbourhood discovery.
 
 Every round restarts the learning-rate schedule; weights, memory bank and optimizer state carry
-over. A checkpoint is written atomically after every epoch and ``run.resume`` continues exactly
+over. A checkpoint is written atomically every ``run.checkpoint_every`` epochs (default 1) and at
+every round end, and ``run.resume`` continues exactly
 where it stopped (per-epoch seeding makes the shuffling and augmentation of every epoch a
 function of (seed, round, epoch) alone).
 
@@ -413,9 +414,23 @@ class Trainer:
     # ------------------------------------------------------------- evaluation
 
     def _features_of(self, dataset: Dataset) -> Tensor:
-        loader = self._eval_loader(dataset)
-        features, _ = extract_features(self.model, loader, self.device)
-        return features.to(self.device)
+        """The bank rows (N, d) the network gives ``dataset`` (round0 = "random": the untrained fill).
+
+        Multi-view items (lightly's transforms) are combined the way training writes the bank.
+        """
+        was_training = self.model.training
+        self.model.eval()
+        rows = torch.zeros(self.num_samples, self.bank.dim, device=self.device)
+        with torch.no_grad():
+            for images, _targets, indices in self._eval_loader(dataset):
+                if isinstance(images, (list, tuple)):
+                    images = [view.to(self.device) for view in images]
+                else:
+                    images = images.to(self.device)
+                features = self.method.bank_features_of(forward_views(self.model, images))
+                rows[torch.as_tensor(indices, device=self.device)] = features.float()
+        self.model.train(was_training)
+        return rows
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,

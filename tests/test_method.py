@@ -137,3 +137,15 @@ def test_trainer_takes_lightly_multi_view_batches(tmp_path):
     assert torch.allclose(two.bank.bank.norm(dim=1), torch.ones(len(base)), atol=1e-5)
     assert not torch.equal(two.bank.bank, plain.bank.bank)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in two.history)
+
+
+def test_random_round0_fills_the_bank_from_multi_view_items(tmp_path):
+    """round0=random with only a multi-view training set: the untrained fill combines the views."""
+    base = tiny_dataset()
+    views = with_views(base, [T.Identity(), T.RandomHorizontalFlip(1.0)])
+    trainer = Trainer(trainer_config(tmp_path / "random", "method.round0=random"), tiny_backbone(), views)
+    filled = trainer._features_of(views)
+    assert filled.shape == (len(base), 16)
+    assert torch.allclose(filled.norm(dim=1), torch.ones(len(base)), atol=1e-5)
+    result = trainer.fit()
+    assert [r["round"] for r in result.rounds] == [1, 2]
