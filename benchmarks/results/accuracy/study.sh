@@ -18,10 +18,13 @@ acc --study digits-val --setting cosine --dataset digits --split val --val-size 
 acc --study digits-val --setting step --dataset digits --split val --val-size 400 \
   --epochs-per-round 8 --rounds 4 --seeds 0 -- optim.lr_schedule=step
 acc --study fashion-val --setting constant --dataset fashion_mnist --subset 2000 --split val --val-size 1000 \
-  --epochs-per-round 4 --rounds 4 --seeds 0 -- optim.lr_schedule=constant
+  --epochs-per-round 4 --rounds 4 --seeds 0 1 2 -- optim.lr_schedule=constant
 
 # Stage 2 (test split) with the schedule stage 1 chose.
 acc --study digits-test --setting constant --dataset digits --split test --epochs-per-round 8 --rounds 4 \
   --seeds 0 1 2 --note "schedule chosen on digits-val" -- optim.lr_schedule=constant
+acc --study fashion-test --setting constant --dataset fashion_mnist --subset 2000 --split test \
+  --epochs-per-round 4 --rounds 4 --seeds 0 1 2 --note "schedule chosen on digits-val and fashion-val" \
+  -- optim.lr_schedule=constant
 
 $PY benchmarks/accuracy.py report
