@@ -91,7 +91,8 @@ class MethodConfig:
         memory_momentum: η of the memory update, Eq 8 (0.5).
         neighbours: k, neighbours per anchor (1).
         rounds: R, neighbourhood rounds after round 0 (4).
-        selection: "curriculum" (S = r/R) or "one_off" (all anchors at once; Table 6).
+        selection: "curriculum" (S = r/R), "one_off" (all anchors at once; Table 6) or "none"
+            (no anchors: instance learning with AND's rounds and schedule restarts, a control).
         round0: "instance" trains round 0 with the instance loss; "random" skips it and discovers
             neighbourhoods from the randomly initialised network (Table 5).
         instance_only: Train round 0 only (the NPID / "Instance" baseline).
@@ -127,8 +128,10 @@ class MethodConfig:
         _require(0 <= self.memory_momentum <= 1, "method.memory_momentum", self.memory_momentum, "a number in [0, 1]")
         _require(self.neighbours >= 1, "method.neighbours", self.neighbours, "an integer >= 1 (and < N)")
         _require(self.rounds >= 1, "method.rounds", self.rounds, "an integer >= 1")
-        _require_choice("method.selection", self.selection, ("curriculum", "one_off"))
+        _require_choice("method.selection", self.selection, ("curriculum", "one_off", "none"))
         _require_choice("method.round0", self.round0, ("instance", "random"))
+        _require(not (self.instance_only and self.round0 == "random"), "method.round0", self.round0,
+                 "'instance' when method.instance_only=true (the instance baseline is round 0)")
         _require(
             self.loss_chunk_size is None or self.loss_chunk_size >= 1,
             "method.loss_chunk_size", self.loss_chunk_size, "null or an integer >= 1",

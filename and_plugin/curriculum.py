@@ -33,7 +33,7 @@ from .kernels.gather import check_index_tensor, select_rows
 from .kernels.refresh_tiles import entropy_and_neighbours_tiled
 from .registry import CURRICULA
 
-SELECTIONS = ("curriculum", "one_off")
+SELECTIONS = ("curriculum", "one_off", "none")
 
 
 @dataclass
@@ -278,8 +278,10 @@ class EntropyCurriculum:
         rounds: R ≥ 1, the number of neighbourhood rounds after round 0 (4 in the paper).
         neighbours: k ≥ 1, neighbours per anchor (1 in the paper; Fig 4 sweeps 1–100).
         temperature: τ of the entropy softmax; use the training temperature.
-        selection: "curriculum" (S = r/R, Eq 6) or "one_off" (all samples are anchors from the
-            first neighbourhood round on; the Table 6 ablation).
+        selection: "curriculum" (S = r/R, Eq 6), "one_off" (all samples are anchors from the
+            first neighbourhood round on; the Table 6 ablation) or "none" (no anchors in any
+            round: instance learning with AND's rounds and per-round schedule restarts, the
+            control that separates the restarts from the neighbourhoods).
         max_chunk_bytes: Memory budget of one block of the streamed refresh.
 
     Attributes:
@@ -315,10 +317,10 @@ class EntropyCurriculum:
         self.state: RoundState | None = None
 
     def selection_ratio(self, round: int) -> float:
-        """S for round r: r/R for the curriculum, 1 for one-off, 0 for round 0."""
+        """S for round r: r/R for the curriculum, 1 for one-off, 0 for "none" and for round 0."""
         if isinstance(round, bool) or not isinstance(round, int) or not 0 <= round <= self.rounds:
             raise ValueError(f"round must be an integer in [0, {self.rounds}], got {round!r}")
-        if round == 0:
+        if round == 0 or self.selection == "none":
             return 0.0
         return 1.0 if self.selection == "one_off" else round / self.rounds
 

@@ -14,6 +14,14 @@ Fair comparison, by construction:
   ``optim.lr_schedule=constant`` both runs see exactly the same lr at every epoch.
 - Same seed ⇒ same initial weights and, up to the end of round 0, the same training: the curves
   share their first point.
+- Optional third arm, ``--arms ... instance_restarts``: the AND run with ``method.selection=none``
+  (no anchors in any round), i.e. instance learning with AND's rounds and per-round schedule
+  restarts. Under a decaying schedule it separates what the restarts add from what the
+  neighbourhoods add; under ``constant`` it is the instance arm's process (the same lr every
+  epoch), only its random stream (batch order, augmentation) differs from round 1 on.
+- Keys only AND reads (:data:`AND_ONLY_KEYS`) are left out of the instance arm, so an ablation of
+  them (k, selection, round 0) can take its instance arm from an earlier setting measured with
+  the same instance config (``--instance-from STUDY/SETTING``); the JSON records where it came from.
 
 Settings are chosen on a validation split (``--split val``): ``--val-size`` class-balanced
 images of the *training* set, disjoint from the training images, act as the test set. Final
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -62,6 +71,19 @@ DEFAULTS: dict[str, Any] = {
 }
 SPLIT_SEED = 20190425
 METRICS = ("knn", "knn_bank", "consistency")
+ARMS = ("and", "instance", "instance_restarts")
+#: Overrides that the instance baseline (``method.instance_only=true``) never reads.
+AND_ONLY_KEYS = frozenset({"method.neighbours", "method.selection", "method.round0", "method.curriculum",
+                           "method.miner", "method.miner_kwargs"})
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
+
+
+def instance_overrides(overrides: list[str]) -> list[str]:
+    """The overrides the instance arm runs with: ``overrides`` less :data:`AND_ONLY_KEYS`."""
+    return [o for o in overrides if _key(o) not in AND_ONLY_KEYS]
 
 
 # ------------------------------------------------------------------------------------ splits
@@ -108,29 +130,64 @@ def validation_split(targets: np.ndarray, train_size: int | None, val_size: int)
 
 
 def configs_for(args: argparse.Namespace, seed: int, output: Path) -> dict[str, Any]:
-    """The AND and instance configs of one seed (same overrides, same total epochs)."""
+    """The configs of one seed, per arm in ``args.arms`` (same overrides, same total epochs)."""
     common = [
         f"data.dataset={args.dataset}",
         f"optim.epochs_per_round={args.epochs_per_round}",
         f"method.rounds={args.rounds}",
         f"run.seed={seed}",
-        *args.overrides,
     ]
     if args.split == "test" and args.subset:
         common.append(f"data.subset={args.subset}")
     if args.test_subset:
         common.append(f"data.test_subset={args.test_subset}")
     total = (args.rounds + 1) * args.epochs_per_round
-    return {
-        "and": load_config(DEFAULTS, common + [f"run.output_dir={output}/and-seed{seed}", f"name=and-{args.setting}"]),
-        "instance": load_config(DEFAULTS, common + [
+    builders = {
+        "and": lambda: load_config(DEFAULTS, common + list(args.overrides) + [
+            f"run.output_dir={output}/and-seed{seed}", f"name=and-{args.setting}"]),
+        "instance": lambda: load_config(DEFAULTS, common + instance_overrides(args.overrides) + [
             "method.instance_only=true",
             f"optim.round0_epochs={total}",
             f"eval.every_epochs={args.epochs_per_round}",
             f"run.output_dir={output}/instance-seed{seed}",
             f"name=instance-{args.setting}",
         ]),
+        "instance_restarts": lambda: load_config(DEFAULTS, common + instance_overrides(args.overrides) + [
+            "method.selection=none",
+            f"run.output_dir={output}/instance_restarts-seed{seed}",
+            f"name=instance-restarts-{args.setting}",
+        ]),
     }
+    return {arm: builders[arm]() for arm in args.arms}
+
+
+def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list[dict[str, Any]]]:
+    """The instance arm of ``--instance-from STUDY/SETTING``, per seed, after checking it is ours.
+
+    The other setting must share data set, split, sizes, budget and every override the instance
+    arm reads, and must hold each of our seeds.
+
+    Raises:
+        SystemExit: Naming the first thing that differs.
+    """
+    path = results / f"{args.instance_from}.json"
+    if not path.exists():
+        raise SystemExit(f"--instance-from: no results file {path}")
+    other = json.loads(path.read_text())
+    theirs = parse_args(shlex.split(other["command"])[2:])  # the command that wrote it
+    for key in ("dataset", "split", "epochs_per_round", "rounds", "subset", "test_subset", "val_size"):
+        if key == "val_size" and args.split != "val":
+            continue
+        if getattr(args, key) != getattr(theirs, key):
+            raise SystemExit(f"--instance-from {args.instance_from}: {key} differs ({getattr(theirs, key)!r} "
+                             f"there, {getattr(args, key)!r} here); its instance arm is not this setting's")
+    if instance_overrides(args.overrides) != instance_overrides(theirs.overrides):
+        raise SystemExit(f"--instance-from {args.instance_from}: the instance arm's overrides differ "
+                         f"({instance_overrides(theirs.overrides)} there, {instance_overrides(args.overrides)} here)")
+    missing = sorted(set(args.seeds) - {int(s) for s in other["per_seed"]["instance"]})
+    if missing:
+        raise SystemExit(f"--instance-from {args.instance_from}: has no instance run of seeds {missing}")
+    return {s: other["per_seed"]["instance"][str(s)] for s in args.seeds}
 
 
 def run_one(config: Any, split: str, subset: int | None, val_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -166,7 +223,11 @@ def summarise(values: list[float | None]) -> dict[str, float] | None:
 
 
 def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
-    """Per method and round: mean ± sd over seeds; plus the final AND − instance difference."""
+    """Per arm and round: mean ± sd over seeds; plus the final AND − baseline differences.
+
+    ``final_diff_<metric>`` is AND − instance, ``final_diff_<metric>_restarts`` AND − instance with
+    restarts, each paired by seed.
+    """
     out: dict[str, Any] = {}
     for method, seeds in per_seed.items():
         curves = list(seeds.values())
@@ -175,12 +236,14 @@ def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str,
             {"epochs": curves[0][i]["epochs"], **{m: summarise([c[i][m] for c in curves]) for m in METRICS}}
             for i in range(rounds)
         ]
-    if "and" in per_seed and "instance" in per_seed:
-        common = sorted(set(per_seed["and"]) & set(per_seed["instance"]))
+    for baseline, suffix in (("instance", ""), ("instance_restarts", "_restarts")):
+        if not per_seed.get("and") or not per_seed.get(baseline):
+            continue
+        common = sorted(set(per_seed["and"]) & set(per_seed[baseline]))
         for metric in ("knn", "knn_bank"):
-            diffs = [per_seed["and"][s][-1][metric] - per_seed["instance"][s][-1][metric] for s in common
-                     if per_seed["and"][s][-1][metric] is not None and per_seed["instance"][s][-1][metric] is not None]
-            out[f"final_diff_{metric}"] = summarise(diffs)
+            diffs = [per_seed["and"][s][-1][metric] - per_seed[baseline][s][-1][metric] for s in common
+                     if per_seed["and"][s][-1][metric] is not None and per_seed[baseline][s][-1][metric] is not None]
+            out[f"final_diff_{metric}{suffix}"] = summarise(diffs)
     return out
 
 
@@ -190,10 +253,16 @@ def cmd_run(args: argparse.Namespace) -> Path:
     study_dir = results / args.study
     study_dir.mkdir(parents=True, exist_ok=True)
     out_path = study_dir / f"{args.setting}.json"
+    if "and" not in args.arms:
+        raise SystemExit(f"--arms must include 'and', got {args.arms}")
+    if args.instance_from and "instance" in args.arms:
+        raise SystemExit("--instance-from: leave 'instance' out of --arms (its runs are taken from there)")
     scratch = Path(args.scratch) / args.study / args.setting
-    per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {"and": {}, "instance": {}}
+    per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {arm: {} for arm in ARMS if arm in args.arms}
+    if args.instance_from:
+        per_seed["instance"] = reusable_instance(args, results)
     sizes: dict[str, Any] = {}
-    seconds: dict[str, list[float]] = {"and": [], "instance": []}
+    seconds: dict[str, list[float]] = {arm: [] for arm in per_seed}
     for seed in args.seeds:
         configs = configs_for(args, seed, scratch)
         for method, config in configs.items():
@@ -203,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
             seconds[method].append(info["seconds"])
             sizes = {"train": info["train"], "eval": info["eval"]}
             last = points[-1]
-            print(f"[{args.study}/{args.setting}] seed {seed} {method:8s} kNN {100 * last['knn']:.1f} % "
+            print(f"[{args.study}/{args.setting}] seed {seed} {method:17s} kNN {100 * last['knn']:.1f} % "
                   f"({info['seconds']:.0f} s)", flush=True)
             result = {
                 "study": args.study,
@@ -215,8 +284,10 @@ def cmd_run(args: argparse.Namespace) -> Path:
                 "rounds": args.rounds,
                 "overrides": list(args.overrides),
                 # AND's resolved config; the instance run adds method.instance_only, optim.round0_epochs
-                # = (R + 1) * E and eval.every_epochs = E.
+                # = (R + 1) * E and eval.every_epochs = E; instance_restarts adds method.selection=none.
                 "resolved": {k: configs["and"].to_dict()[k] for k in ("model", "data", "method", "optim", "eval")},
+                "arms": [arm for arm in ARMS if arm in per_seed],
+                "instance_from": args.instance_from,
                 "seeds": sorted(per_seed["and"]),
                 "per_seed": {m: {str(s): c for s, c in v.items()} for m, v in per_seed.items()},
                 "summary": aggregate({m: v for m, v in per_seed.items() if v}),
@@ -225,7 +296,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
                 "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                             "torch": torch.__version__},
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                "command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
+                "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
             }
             out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
     plot(out_path)
@@ -247,7 +318,9 @@ def plot(path: Path) -> Path | None:
         return None
     result = json.loads(path.read_text())
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for method, colour in (("instance", "tab:grey"), ("and", "tab:blue")):
+    styles = (("instance", "tab:grey", "instance"), ("instance_restarts", "tab:orange", "instance, restarts"),
+              ("and", "tab:blue", "AND"))
+    for method, colour, label in styles:
         rows = result["summary"].get(method) or []
         for ax, metric in zip(axes, ("knn", "knn_bank")):
             points = [(r["epochs"], r[metric]) for r in rows if r.get(metric)]
@@ -256,7 +329,7 @@ def plot(path: Path) -> Path | None:
             xs = [p[0] for p in points]
             mean = np.array([p[1]["mean"] for p in points])
             sd = np.array([p[1]["sd"] for p in points])
-            ax.plot(xs, mean, "o-", color=colour, label="AND" if method == "and" else "instance")
+            ax.plot(xs, mean, "o-", color=colour, label=label)
             ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
     for ax, title in zip(axes, ("kNN top-1, recomputed features (%)", "kNN top-1, memory bank (%)")):
         ax.set_title(title, fontsize=9)
@@ -279,7 +352,7 @@ def write_index(results: Path = RESULTS) -> Path:
     for path in sorted(results.glob("*/*.json")):
         result = json.loads(path.read_text())
         summary = result["summary"]
-        final = {m: (summary.get(m) or [{}])[-1] for m in ("and", "instance")}
+        final = {m: (summary.get(m) or [{}])[-1] for m in ARMS}
         rows.append({
             "study": result["study"], "setting": result["setting"], "split": result["split"],
             "dataset": result["dataset"], "train": result["sizes"].get("train"),
@@ -288,6 +361,9 @@ def write_index(results: Path = RESULTS) -> Path:
             "and_knn": final["and"].get("knn"), "instance_knn": final["instance"].get("knn"),
             "and_knn_bank": final["and"].get("knn_bank"), "instance_knn_bank": final["instance"].get("knn_bank"),
             "diff_knn": summary.get("final_diff_knn"), "diff_knn_bank": summary.get("final_diff_knn_bank"),
+            "instance_restarts_knn": final["instance_restarts"].get("knn"),
+            "diff_knn_restarts": summary.get("final_diff_knn_restarts"),
+            "instance_from": result.get("instance_from"),
             "consistency": final["and"].get("consistency"), "note": result.get("note", ""),
             "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         })
@@ -322,10 +398,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--scratch", default=str(ROOT / "runs" / "accuracy"), help="checkpoints and metrics")
     run.add_argument("--note", default="", help="one line shown with the setting on the results page")
     run.add_argument("--results", default=str(RESULTS), help="results folder (default benchmarks/results/accuracy)")
-    run.add_argument("overrides", nargs="*", help="key=value config overrides for both methods")
+    run.add_argument("--arms", nargs="+", choices=ARMS, default=["and", "instance"],
+                     help="what to train: and, instance, instance_restarts (instance learning with AND's "
+                          "rounds and schedule restarts, method.selection=none)")
+    run.add_argument("--instance-from", default=None, metavar="STUDY/SETTING",
+                     help="take the instance arm from this earlier setting (checked to share the instance "
+                          "config); for ablations of keys only AND reads")
+    run.add_argument("overrides", nargs="*", help="key=value config overrides for every arm")
     report = sub.add_parser("report", help="redraw every PNG and rewrite index.json from the JSON files")
     report.add_argument("--results", default=str(RESULTS), help="results folder (default benchmarks/results/accuracy)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = None if argv is None else list(argv)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

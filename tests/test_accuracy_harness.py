@@ -55,3 +55,39 @@ def test_a_tiny_run_writes_seeds_spread_and_index(harness, tmp_path):
     index = json.loads((tmp_path / "res" / "index.json").read_text())
     assert [row["setting"] for row in index] == ["const"]
     assert (tmp_path / "res" / "tiny" / "const.png").exists()
+
+
+def test_restart_arm_and_and_only_keys(harness):
+    args = harness.parse_args(["run", "--study", "s", "--setting", "k4", "--arms", "and", "instance", "instance_restarts",
+                               "--", "optim.lr_schedule=cosine", "method.neighbours=4"])
+    configs = harness.configs_for(args, seed=0, output=Path("/tmp/unused"))
+    assert configs["and"].method.neighbours == 4
+    assert configs["instance"].method.neighbours == 1  # an AND-only key never reaches the baselines
+    restarts = configs["instance_restarts"]
+    assert restarts.method.selection == "none" and not restarts.method.instance_only
+    assert restarts.method.rounds == configs["and"].method.rounds and restarts.optim.round0_epochs is None
+    assert restarts.optim.lr_schedule == configs["instance"].optim.lr_schedule == "cosine"
+
+
+def test_instance_arm_is_reused_only_from_a_matching_setting(harness, tmp_path):
+    common = ["--dataset", "digits", "--subset", "200", "--split", "val", "--val-size", "100",
+              "--epochs-per-round", "1", "--rounds", "1", "--seeds", "0", "--scratch", str(tmp_path / "scratch"),
+              "--results", str(tmp_path / "res")]
+    harness.main(["run", "--study", "tiny", "--setting", "base", *common, "--", "data.batch_size=50"])
+    harness.main(["run", "--study", "tiny", "--setting", "k2", *common, "--arms", "and", "instance_restarts",
+                  "--instance-from", "tiny/base", "--", "data.batch_size=50", "method.neighbours=2"])
+    base = json.loads((tmp_path / "res" / "tiny" / "base.json").read_text())
+    k2 = json.loads((tmp_path / "res" / "tiny" / "k2.json").read_text())
+    assert k2["instance_from"] == "tiny/base" and k2["arms"] == ["and", "instance", "instance_restarts"]
+    assert k2["per_seed"]["instance"] == base["per_seed"]["instance"]
+    assert k2["summary"]["final_diff_knn"]["n"] == k2["summary"]["final_diff_knn_restarts"]["n"] == 1
+    row = [r for r in json.loads((tmp_path / "res" / "index.json").read_text()) if r["setting"] == "k2"][0]
+    assert row["instance_from"] == "tiny/base" and row["instance_restarts_knn"]["n"] == 1
+    with pytest.raises(SystemExit, match="epochs_per_round differs"):
+        harness.main(["run", "--study", "tiny", "--setting", "bad", *common[:-6], "--epochs-per-round", "2",
+                      *common[-4:], "--arms", "and", "--instance-from", "tiny/base", "--", "data.batch_size=50"])
+    with pytest.raises(SystemExit, match="the instance arm's overrides differ"):
+        harness.main(["run", "--study", "tiny", "--setting", "bad", *common, "--arms", "and",
+                      "--instance-from", "tiny/base", "--", "data.batch_size=64"])
+    with pytest.raises(SystemExit, match="leave 'instance' out of --arms"):
+        harness.main(["run", "--study", "tiny", "--setting", "bad", *common, "--instance-from", "tiny/base"])

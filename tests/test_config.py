@@ -35,7 +35,7 @@ def test_save_and_reload_round_trip(tmp_path):
         ("method.memory_momentum=2", r"method.memory_momentum must be a number in \[0, 1\], got 2.0"),
         ("method.rounds=0", r"method.rounds must be an integer >= 1, got 0"),
         ("method.rounds=two", r"method.rounds must be int, got 'two' \(str\)"),
-        ("method.selection=greedy", r"method.selection must be one of \['curriculum', 'one_off'\], got 'greedy'"),
+        ("method.selection=greedy", r"method.selection must be one of \['curriculum', 'one_off', 'none'\], got 'greedy'"),
         ("data.batch_size=1.5", r"data.batch_size must be int, got 1.5 \(float\)"),
         ("run.precision=fp16", r"run.precision must be one of \['fp32', 'bf16'\], got 'fp16'"),
         ("optim.lr_milestones=[0.8, 0.4]", r"optim.lr_milestones must be increasing fractions in \(0, 1\), got \[0.8, 0.4\]"),
@@ -50,6 +50,11 @@ def test_save_and_reload_round_trip(tmp_path):
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_instance_baseline_cannot_skip_its_only_round():
+    with pytest.raises(ConfigError, match=r"method.round0 must be 'instance' when method.instance_only=true"):
+        load_config(None, ["method.instance_only=true", "method.round0=random"])
 
 
 def test_bad_override_syntax_and_missing_file(tmp_path):

@@ -68,6 +68,11 @@ def test_one_off_selects_everything_at_once():
     assert curriculum.discover(MemoryBank(12, 4), 1).num_anchors == 12
 
 
+def test_none_selects_no_anchor_in_any_round():
+    curriculum = EntropyCurriculum(rounds=3, selection="none")
+    assert [curriculum.discover(MemoryBank(12, 4), r).num_anchors for r in (1, 2, 3)] == [0, 0, 0]
+
+
 def test_consistency_counts():
     mask = torch.tensor([True, True, False, True])
     neighbours = torch.tensor([[1, 2], [0, 3], [0, 1], [2, 0]])
@@ -106,7 +111,7 @@ def test_positives_table():
         ({"rounds": 0}, "rounds must be an integer >= 1, got 0"),
         ({"neighbours": 0}, "neighbours must be an integer >= 1, got 0"),
         ({"temperature": 0}, "temperature must be > 0, got 0"),
-        ({"selection": "greedy"}, r"selection must be one of \['curriculum', 'one_off'\], got 'greedy'"),
+        ({"selection": "greedy"}, r"selection must be one of \['curriculum', 'one_off', 'none'\], got 'greedy'"),
     ],
 )
 def test_bad_parameters(kwargs, message):

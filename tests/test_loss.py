@@ -37,6 +37,14 @@ def test_instance_loss_equals_eq2_by_hand():
     assert got.item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_round_without_anchors_is_the_instance_loss():
+    bank = MemoryBank(10, 4, seed=3)
+    x, idx = unit(5, 4, 4).float(), torch.tensor([0, 3, 9, 4, 7])
+    state = EntropyCurriculum(rounds=2, selection="none").discover(bank, 1)
+    loss = NeighbourhoodLoss(0.1)
+    assert torch.equal(loss(x, idx, bank, state, reduction="none"), loss(x, idx, bank, None, reduction="none"))
+
+
 def test_anchor_loss_equals_eq3_and_mixes_per_eq7():
     bank = unit(8, 4, 2)
     x = unit(3, 4, 3)

@@ -46,6 +46,24 @@ def test_fit_runs_all_rounds_and_logs(tmp_path):
     assert (tmp_path / "config.yaml").exists()
 
 
+def test_selection_none_is_instance_learning_with_restarts(tmp_path):
+    """No anchors in any round: the instance loss throughout, the schedule restarting every round
+    (the instance baseline decays once over the same epochs)."""
+    data = tiny_dataset()
+    lrs, losses = {}, {}
+    for name, extra in {"none": ["method.selection=none"],
+                        "instance": ["method.instance_only=true", "optim.round0_epochs=6"]}.items():
+        trainer = Trainer(config(tmp_path / name, "run.deterministic=true", *extra), tiny_backbone(), data, data, data)
+        trainer.fit()
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        lrs[name], losses[name] = [l["lr"] for l in lines], [l["loss"] for l in lines]
+        if name == "none":
+            assert [r.get("anchors") for r in trainer.round_records] == [None, 0, 0]
+    assert lrs["none"] == pytest.approx([0.03, 3e-5] * 3)
+    assert lrs["instance"] == pytest.approx([0.03, 0.03, 0.003, 3e-4, 3e-5, 3e-5])
+    assert losses["none"][0] == losses["instance"][0]  # same start
+
+
 def test_resume_mid_round_is_exact(tmp_path):
     data = tiny_dataset()
     straight = Trainer(config(tmp_path / "a", "run.deterministic=true"), tiny_backbone(), data, data, data)

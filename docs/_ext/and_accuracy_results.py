@@ -6,6 +6,8 @@ command wrote (so no accuracy on these pages is typed by hand):
 - ``<!-- and-accuracy-table -->``: one row per setting of ``benchmarks/results/accuracy/index.json``
   (written by ``python benchmarks/accuracy.py``): AND and instance kNN, mean ± sd over seeds, the
   paired AND − instance difference and its verdict.
+- ``<!-- and-accuracy-restarts -->``: the settings measured with the restart control (instance
+  learning with AND's per-round schedule restarts) next to AND and plain instance learning.
 - ``<!-- and-accuracy-details -->``: per setting, the per-round table and the PNG of the curves.
 - ``<!-- and-quickstart-results -->``: the recorded quick start
   (``benchmarks/results/accuracy/quickstart.json``, ``python recipes/quickstart.py --record``).
@@ -27,7 +29,8 @@ from sphinx.application import Sphinx
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 QUICKSTART = RESULTS / "quickstart.json"
-MARKERS = ("<!-- and-accuracy-table -->", "<!-- and-accuracy-details -->", "<!-- and-quickstart-results -->")
+MARKERS = ("<!-- and-accuracy-table -->", "<!-- and-accuracy-details -->", "<!-- and-quickstart-results -->",
+           "<!-- and-accuracy-restarts -->")
 INLINE = re.compile(r"<!-- and-accuracy-measured:([\w.-]+)/([\w.-]+) -->")
 
 
@@ -77,27 +80,52 @@ def accuracy_table(results: Path = RESULTS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def restarts_table(results: Path = RESULTS) -> str:
+    """Settings measured with the restart control: AND against instance learning with and without
+    AND's per-round schedule restarts."""
+    index = results / "index.json"
+    rows = [r for r in json.loads(index.read_text()) if r.get("instance_restarts_knn")] if index.exists() else []
+    if not rows:
+        return "*No setting has been measured with the restart control yet* (`--arms and instance instance_restarts`).\n"
+    head = ["study / setting", "split", "settings", "seeds", "AND kNN", "instance kNN", "instance + restarts kNN",
+            "AND − instance", "AND − (instance + restarts)", "verdict against restarts"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([
+            f"`{row['study']}/{row['setting']}`", row["split"], _settings_text(row), str(len(row["seeds"])),
+            pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["instance_restarts_knn"]),
+            pm(row["diff_knn"], signed=True), pm(row["diff_knn_restarts"], signed=True),
+            verdict(row["diff_knn_restarts"]),
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def accuracy_details(results: Path = RESULTS, docs: Path = ROOT / "docs") -> str:
     parts = []
     for path in sorted(results.glob("*/*.json")):
         result = json.loads(path.read_text())
         summary = result["summary"]
-        head = ["epochs", "instance kNN", "AND kNN", "instance bank kNN", "AND bank kNN", "AN consistency"]
+        restarts = summary.get("instance_restarts") or []
+        head = ["epochs", "instance kNN", *(["instance + restarts kNN"] if restarts else []), "AND kNN",
+                "instance bank kNN", "AND bank kNN", "AN consistency"]
+        source = (f"The instance arm is taken from `{result['instance_from']}` (the same instance config; "
+                  "only keys AND alone reads differ). ") if result.get("instance_from") else ""
         lines = [f"### `{result['study']}/{result['setting']}`", "",
                  f"{result['dataset']}, {result['sizes']['train']:,} training images, evaluated on "
                  f"{result['sizes']['eval']:,} {'held-out training' if result['split'] == 'val' else 'test'} images; "
                  f"seeds {', '.join(map(str, result['seeds']))}; "
                  f"overrides {', '.join(f'`{o}`' for o in result['overrides']) or 'none'}. "
-                 + (f"{result['note']}. " if result.get("note") else "") + "Mean ± sd over seeds (%).", "",
+                 + (f"{result['note']}. " if result.get("note") else "") + source + "Mean ± sd over seeds (%).", "",
                  "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
         for i, a in enumerate(summary.get("and", [])):
             inst = summary.get("instance", [])
             b = inst[i] if i < len(inst) else {}
-            lines.append("| " + " | ".join([str(a["epochs"]), pm(b.get("knn")), pm(a.get("knn")),
+            c = [pm((restarts[i] if i < len(restarts) else {}).get("knn"))] if restarts else []
+            lines.append("| " + " | ".join([str(a["epochs"]), pm(b.get("knn")), *c, pm(a.get("knn")),
                                            pm(b.get("knn_bank")), pm(a.get("knn_bank")),
                                            pm(a.get("consistency"))]) + " |")
         png = path.with_suffix(".png")
-        if png.exists():
+        if png.exists() and png.is_relative_to(ROOT):
             rel = Path("..") / png.relative_to(ROOT)
             lines += ["", f"![{result['study']}/{result['setting']}: kNN per round, mean ± sd]({rel.as_posix()})"]
         lines += ["", f"Command: `{result['command']}`", ""]
@@ -131,7 +159,7 @@ def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
         if path.exists():
             app.env.note_dependency(str(path))
     text = text.replace(MARKERS[0], accuracy_table()).replace(MARKERS[1], accuracy_details())
-    text = text.replace(MARKERS[2], quickstart_results())
+    text = text.replace(MARKERS[2], quickstart_results()).replace(MARKERS[3], restarts_table())
     source[0] = INLINE.sub(lambda m: measured_inline(m.group(1), m.group(2)), text)
 
 
