@@ -4,7 +4,12 @@
    order in one namespace, in a temporary working directory. A block is skipped only when the
    line before it is ``<!-- no-test: <reason> -->``; that set is kept tiny (checked below).
    A page whose first line is ``<!-- docs-test: slurm -->`` needs the SLURM cluster: its test
-   is marked ``slurm`` and skips when ``sinfo`` finds no usable node.
+   is marked ``slurm`` and skips when ``sinfo`` finds no usable node. A page with a
+   ``<!-- expected-output -->`` ```` ```text ```` block runs with one torch thread and must print
+   that block (numbers within 1.5 points for percentages, 2 % otherwise: other CPUs round
+   differently). The block is written by a run, never by hand:
+   ``AND_UPDATE_EXPECTED=1 python -m pytest tests/test_docs.py -k <page>`` rewrites it with
+   what the page printed.
 2. Every parameter table announced by ``<!-- params: dotted.path -->`` lists exactly the
    parameters of that callable, with their real defaults, so the pages cannot drift.
 3. (marker ``docs``) The site builds with warnings as errors, the main pages exist, search and
@@ -36,6 +41,8 @@ NO_TEST = re.compile(r"^<!--\s*no-test:\s*(?P<reason>\S.*?)\s*-->$")
 PAGE_MARK = re.compile(r"^<!--\s*docs-test:\s*(?P<marks>[\w ,]+?)\s*-->$")
 PARAMS = re.compile(r"^<!--\s*params:\s*(?P<target>[\w.]+)\s*-->$")
 MAX_SKIPPED_BLOCKS = 3
+EXPECTED = re.compile(r"(<!-- expected-output -->\n```text\n)(.*?)(```)", re.S)
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(%?)")
 
 
 @dataclasses.dataclass
@@ -110,9 +117,29 @@ def test_skipped_blocks_are_few_and_explained():
     assert len(skipped) <= MAX_SKIPPED_BLOCKS, f"too many <!-- no-test --> blocks: {skipped}"
 
 
+def assert_prints(printed: list[str], shown: list[str]) -> None:
+    """``printed`` is ``shown`` up to the numbers, and every number is within its tolerance."""
+    assert len(printed) == len(shown), f"printed {len(printed)} lines, the page shows {len(shown)}: {printed}"
+    for got, want in zip(printed, shown):
+        assert NUMBER.sub("#", got) == NUMBER.sub("#", want), (got, want)
+        for g, w in zip(NUMBER.finditer(got), NUMBER.finditer(want)):
+            a, b = float(g.group().rstrip("%")), float(w.group().rstrip("%"))
+            tolerance = 1.5 if w.group(1) else 0.02 * abs(b)
+            assert abs(a - b) <= tolerance, (got, want)
+
+
+def test_assert_prints_can_fail():
+    assert_prints(["kNN 81.2% at 3.70"], ["kNN 81.9% at 3.73"])
+    for printed in (["kNN 78.0% at 3.73"], ["kNN 81.9% at 4.73"], ["knn 81.9% at 3.73"], []):
+        with pytest.raises(AssertionError):
+            assert_prints(printed, ["kNN 81.9% at 3.73"])
+
+
 @pytest.mark.parametrize("page", [_page_param(p) for p in RUNNABLE])
-def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs a page's python blocks in order, in one namespace, in an empty working directory."""
+def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Runs a page's python blocks in order, in one namespace, in an empty working directory;
+    checks the page's expected output where it shows one."""
     if "slurm" in page_marks(page):
         reason = _slurm_unavailable_reason()
         if reason:
@@ -128,12 +155,28 @@ def test_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    for block in python_blocks(page):
-        if block.skip_reason is not None:
-            continue
-        # Leading newlines make traceback line numbers those of the .md file.
-        code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
-        exec(code, namespace)  # noqa: S102 - running the documentation is the point
+    expected = EXPECTED.search(page.read_text())
+    import torch
+
+    threads = torch.get_num_threads()
+    if expected:
+        torch.set_num_threads(1)  # the shown output was printed with one thread (summation order)
+        capsys.readouterr()
+    try:
+        for block in python_blocks(page):
+            if block.skip_reason is not None:
+                continue
+            # Leading newlines make traceback line numbers those of the .md file.
+            code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
+            exec(code, namespace)  # noqa: S102 - running the documentation is the point
+    finally:
+        torch.set_num_threads(threads)
+    if expected:
+        printed = capsys.readouterr().out
+        if os.environ.get("AND_UPDATE_EXPECTED") == "1":
+            text = page.read_text()
+            page.write_text(EXPECTED.sub(lambda m: m.group(1) + printed + m.group(3), text, count=1))
+        assert_prints(printed.splitlines(), expected.group(2).splitlines())
 
 
 def test_recipes_page_names_every_recipe_and_only_real_ones():
