@@ -188,11 +188,18 @@ class ANDModule(pl.LightningModule):
         was_training = self.training
         self.eval()
         out = torch.zeros(self.method.num_samples, self.method.bank.dim, device=self.device)
+        written = torch.zeros(self.method.num_samples, dtype=torch.bool, device=self.device)
         for images, _targets, indices in loader:
             images = [v.to(self.device) for v in images] if isinstance(images, (list, tuple)) else images.to(self.device)
             features = self.method.bank_features_of(forward_views(self, images))
-            out[torch.as_tensor(indices, device=self.device)] = features.float()
+            rows = torch.as_tensor(indices, device=self.device)
+            out[rows] = features.float()
+            written[rows] = True
         self.train(was_training)
+        missing = int((~written).sum())
+        if missing:  # a bank row left at zero would enter discovery as a fake sample
+            raise ValueError(f"bank_init_data: its indices cover {self.method.num_samples - missing} of the "
+                             f"{self.method.num_samples} bank rows; it must yield every training index once")
         return out
 
 

@@ -87,8 +87,14 @@ def _import_file(name: str) -> ModuleType:
     if not path.is_file():
         raise ConfigError(f"run.imports: the file {name!r} does not exist (looked at {str(path)!r})")
     loaded = sys.modules.get(path.stem)
-    if loaded is not None and getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path:
-        return loaded  # already imported, e.g. by the script that submits the job
+    if loaded is not None:
+        if getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path:
+            return loaded  # already imported, e.g. by the script that submits the job
+        origin = getattr(loaded, "__file__", None) or "built in"
+        raise ConfigError(
+            f"run.imports: the file {name!r} is named like the already imported module {path.stem!r} "
+            f"({origin}); importing it would replace that module: rename the file"
+        )
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"run.imports: cannot import {name!r} (not a Python source file)")

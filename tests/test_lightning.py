@@ -181,6 +181,14 @@ def test_random_round0_fills_the_bank_from_the_untrained_network(tmp_path):
     assert module.method.round == 2
 
 
+def test_random_round0_refuses_bank_data_that_misses_rows(tmp_path):
+    data = tiny_dataset()
+    half = torch.utils.data.Subset(data, range(len(data) // 2))  # indices 0..47 of 96 bank rows
+    module = ANDModule(tiny_backbone(), len(data), config(tmp_path, "method.round0=random"), bank_init_data=half)
+    with pytest.raises(ValueError, match="bank_init_data: its indices cover 48 of the 96 bank rows"):
+        lightning_trainer(module.total_epochs).fit(module, DataLoader(data, batch_size=BATCH))
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="lr_schedule must be 'paper' or None, got 'cosine'"):
         ANDModule(tiny_backbone(), 96, config(tmp_path), lr_schedule="cosine")

@@ -89,6 +89,16 @@ def test_unknown_module_error_names_it_and_the_search_path(tmp_path: Path) -> No
     assert resolve_imports(["pkg.mod", "x.py", "pkg.mod"]) == ["pkg.mod", str(Path("x.py").resolve())]
 
 
+def test_a_file_named_like_an_imported_module_is_refused(tmp_path: Path) -> None:
+    import json
+
+    shadow = tmp_path / "json.py"
+    shadow.write_text("raise AssertionError('must not run')\n")
+    with pytest.raises(ConfigError, match=r"named like the already imported module 'json' .*rename the file"):
+        import_modules([str(shadow)])
+    assert sys.modules["json"] is json
+
+
 def test_recipe_cli_appends_import_to_run_imports(user_module: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(user_module.parent))
     config = recipe_config(RECIPE.with_name("configs") / "cifar10_alexnet.yaml",

@@ -91,6 +91,24 @@ class ArrayImageDataset(Dataset):
         return Image.fromarray(self.images[index]), self.targets[index]
 
 
+def read_image(path: str, mode: str) -> Image.Image:
+    """Opens and decodes one image file, converted to ``mode``.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If it is not an image, or is truncated or corrupt; the message names the file
+            (PIL's "image file is truncated" does not).
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except FileNotFoundError:
+        raise
+    except OSError as error:  # PIL: UnidentifiedImageError, "image file is truncated", broken data stream
+        message = str(error)
+        raise ValueError(message if str(path) in message else f"image file {str(path)!r}: {message}") from None
+
+
 class FileImageDataset(Dataset):
     """Image files read lazily → ``(PIL image, target)``, like torchvision's ``ImageFolder``.
 
@@ -115,5 +133,4 @@ class FileImageDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with Image.open(self.paths[index]) as image:
-            return image.convert(self.mode), self.targets[index]
+        return read_image(self.paths[index], self.mode), self.targets[index]

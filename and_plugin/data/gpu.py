@@ -507,13 +507,12 @@ def dataset_to_uint8(dataset: Dataset, workers: int = 8) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
     paths = getattr(base, "paths", None)
     if paths is not None:
-        from PIL import Image
+        from .base import read_image
 
         mode = getattr(base, "mode", "RGB")
 
         def read(path: str) -> np.ndarray:
-            with Image.open(path) as image:
-                return _pil_to_array(image.convert(mode))
+            return _pil_to_array(read_image(path, mode))
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             arrays = list(pool.map(read, paths, chunksize=256))
