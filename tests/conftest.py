@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny synthetic indexed data set and a tiny backbone for trainer tests."""
+"""Shared fixtures: a tiny synthetic indexed data set and a tiny backbone for trainer tests, the
+../shared folder, and the accuracy harness (a script, not a package module)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from torch.utils.data import TensorDataset
 from and_plugin.backbones.base import Backbone
 from and_plugin.data.base import IndexedDataset
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
 
 
 def tiny_dataset(n: int = 96, classes: int = 4, seed: int = 0) -> IndexedDataset:
@@ -38,3 +41,12 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"../shared is absent ({SHARED}); this test reads the real data kept there")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """``benchmarks/accuracy.py`` imported as a module."""
+    spec = importlib.util.spec_from_file_location("accuracy_harness", REPO / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

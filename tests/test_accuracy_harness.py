@@ -10,14 +10,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def harness():
-    spec = importlib.util.spec_from_file_location("accuracy_harness", ROOT / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("train_size, val_size", [(None, 30), (60, 30), (190, 30)])
 def test_validation_split_is_disjoint_balanced_and_inside_the_training_set(harness, train_size, val_size):
     targets = np.repeat(np.arange(5), 40)  # 200 training images, 5 classes

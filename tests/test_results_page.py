@@ -17,14 +17,6 @@ def ext():
     return module
 
 
-@pytest.fixture(scope="module")
-def harness():
-    spec = importlib.util.spec_from_file_location("accuracy_harness", ROOT / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("diff, expected", [
     ({"mean": 1.0, "sd": 0.2, "n": 3}, "**AND ahead**"),
     ({"mean": -1.0, "sd": 0.2, "n": 3}, "**instance ahead**"),
@@ -54,4 +46,5 @@ def test_tables_are_built_from_a_measured_run(ext, harness, tmp_path):
     details = ext.accuracy_details(results)
     assert "instance + restarts kNN" in details and "taken from `t/plain`" in details
     assert ext.measured_inline("t", "ctl", results).endswith("(CPU scale, 2 seeds)")
+    assert "No CPU-scale setting has been measured on a test split" in ext.measured_table(results)  # val only
     assert ext.measured_inline("t", "absent", results) == "pending"

@@ -8,6 +8,8 @@ command wrote (so no accuracy on these pages is typed by hand):
   paired AND − instance difference and its verdict.
 - ``<!-- and-accuracy-restarts -->``: the settings measured with the restart control (instance
   learning with AND's per-round schedule restarts) next to AND and plain instance learning.
+- ``<!-- and-accuracy-measured-table -->``: every setting measured on a test split, AND and
+  instance kNN (the recipes page's CPU-scale rows).
 - ``<!-- and-accuracy-details -->``: per setting, the per-round table and the PNG of the curves.
 - ``<!-- and-quickstart-results -->``: the recorded quick start
   (``benchmarks/results/accuracy/quickstart.json``, ``python recipes/quickstart.py --record``).
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 QUICKSTART = RESULTS / "quickstart.json"
 MARKERS = ("<!-- and-accuracy-table -->", "<!-- and-accuracy-details -->", "<!-- and-quickstart-results -->",
-           "<!-- and-accuracy-restarts -->")
+           "<!-- and-accuracy-restarts -->", "<!-- and-accuracy-measured-table -->")
 INLINE = re.compile(r"<!-- and-accuracy-measured:([\w.-]+)/([\w.-]+) -->")
 
 
@@ -63,41 +65,59 @@ def _settings_text(row: dict[str, Any]) -> str:
         f", {extra}" if extra else "")
 
 
-def accuracy_table(results: Path = RESULTS) -> str:
+def _index_rows(results: Path, keep: Any = lambda row: True) -> list[dict[str, Any]]:
     index = results / "index.json"
-    if not index.exists():
+    return [r for r in json.loads(index.read_text()) if keep(r)] if index.exists() else []
+
+
+def _markdown_table(head: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
+
+
+def _name(row: dict[str, Any]) -> str:
+    return f"`{row['study']}/{row['setting']}`"
+
+
+def accuracy_table(results: Path = RESULTS) -> str:
+    rows = _index_rows(results)
+    if not rows:
         return "*No accuracy study has been recorded yet* (`python benchmarks/accuracy.py run ...`).\n"
-    rows = json.loads(index.read_text())
     head = ["study / setting", "split", "settings", "seeds", "AND kNN", "instance kNN", "AND − instance",
             "verdict", "AND − instance (bank kNN)", "AN consistency (last round)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append("| " + " | ".join([
-            f"`{row['study']}/{row['setting']}`", row["split"], _settings_text(row), str(len(row["seeds"])),
-            pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["diff_knn"], signed=True), verdict(row["diff_knn"]),
-            pm(row["diff_knn_bank"], signed=True), pm(row["consistency"]),
-        ]) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown_table(head, [[
+        _name(row), row["split"], _settings_text(row), str(len(row["seeds"])),
+        pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["diff_knn"], signed=True), verdict(row["diff_knn"]),
+        pm(row["diff_knn_bank"], signed=True), pm(row["consistency"]),
+    ] for row in rows])
+
+
+def measured_table(results: Path = RESULTS) -> str:
+    """The recipes page's CPU-scale rows: every setting measured on a test split, AND next to instance."""
+    rows = _index_rows(results, lambda r: r["split"] == "test")
+    if not rows:
+        return "*No CPU-scale setting has been measured on a test split yet.*\n"
+    head = ["setting", "seeds", "AND kNN (*measured*, CPU scale)", "instance kNN (*measured*, CPU scale)",
+            "AND − instance"]
+    return _markdown_table(head, [[
+        f"{_name(row)}: {_settings_text(row)}", str(len(row["seeds"])), pm(row["and_knn"]), pm(row["instance_knn"]),
+        f"{pm(row['diff_knn'], signed=True)} ({verdict(row['diff_knn'])})",
+    ] for row in rows])
 
 
 def restarts_table(results: Path = RESULTS) -> str:
     """Settings measured with the restart control: AND against instance learning with and without
     AND's per-round schedule restarts."""
-    index = results / "index.json"
-    rows = [r for r in json.loads(index.read_text()) if r.get("instance_restarts_knn")] if index.exists() else []
+    rows = _index_rows(results, lambda r: r.get("instance_restarts_knn"))
     if not rows:
         return "*No setting has been measured with the restart control yet* (`--arms and instance instance_restarts`).\n"
     head = ["study / setting", "split", "settings", "seeds", "AND kNN", "instance kNN", "instance + restarts kNN",
             "AND − instance", "AND − (instance + restarts)", "verdict against restarts"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        lines.append("| " + " | ".join([
-            f"`{row['study']}/{row['setting']}`", row["split"], _settings_text(row), str(len(row["seeds"])),
-            pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["instance_restarts_knn"]),
-            pm(row["diff_knn"], signed=True), pm(row["diff_knn_restarts"], signed=True),
-            verdict(row["diff_knn_restarts"]),
-        ]) + " |")
-    return "\n".join(lines) + "\n"
+    return _markdown_table(head, [[
+        _name(row), row["split"], _settings_text(row), str(len(row["seeds"])),
+        pm(row["and_knn"]), pm(row["instance_knn"]), pm(row["instance_restarts_knn"]),
+        pm(row["diff_knn"], signed=True), pm(row["diff_knn_restarts"], signed=True), verdict(row["diff_knn_restarts"]),
+    ] for row in rows])
 
 
 def accuracy_details(results: Path = RESULTS, docs: Path = ROOT / "docs") -> str:
@@ -160,6 +180,7 @@ def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
             app.env.note_dependency(str(path))
     text = text.replace(MARKERS[0], accuracy_table()).replace(MARKERS[1], accuracy_details())
     text = text.replace(MARKERS[2], quickstart_results()).replace(MARKERS[3], restarts_table())
+    text = text.replace(MARKERS[4], measured_table())
     source[0] = INLINE.sub(lambda m: measured_inline(m.group(1), m.group(2)), text)
 
 
