@@ -4,7 +4,8 @@ The four AND components, each usable alone:
 
 - :class:`MemoryBank` — N x d unit vectors, EMA write by sample index (Eq 8).
 - :class:`NeighbourhoodLoss` — the non-parametric softmax loss over the bank (Eq 2, 3, 7).
-- :class:`EntropyCurriculum` — neighbourhood discovery and anchor selection (Eq 1, 5, 6).
+- :class:`EntropyCurriculum` — neighbourhood discovery and anchor selection (Eq 1, 5, 6);
+  :class:`LabelFilteredCurriculum`, a diagnostic that drops class-inconsistent neighbourhoods.
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
 
@@ -20,6 +21,7 @@ from .checkpoint import CheckpointError
 from .data import DatasetInfo, PresetInfo, register_dataset
 from .curriculum import (
     EntropyCurriculum,
+    LabelFilteredCurriculum,
     RoundState,
     entropy_and_neighbours,
     neighbourhood_consistency,
@@ -61,6 +63,7 @@ __all__ = [
     "DivergenceError",
     "DatasetInfo",
     "EntropyCurriculum",
+    "LabelFilteredCurriculum",
     "FitResult",
     "GlobalBatchSampler",
     "LOSSES",

@@ -105,7 +105,8 @@ class MethodConfig:
         miner: Registered miner name (``MINERS``) feeding a PML loss; null = "and" for PML
             losses, none for "neighbourhood".
         miner_kwargs: Keyword arguments of the miner (e.g. negatives, num_negatives).
-        curriculum: Registered curriculum name (``CURRICULA``): "entropy".
+        curriculum: Registered curriculum name (``CURRICULA``): "entropy", or "label_filtered"
+            (a diagnostic that drops class-inconsistent neighbourhoods using the labels).
     """
 
     temperature: float = 0.1

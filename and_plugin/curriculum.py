@@ -358,3 +358,42 @@ class EntropyCurriculum:
             f"EntropyCurriculum(rounds={self.rounds}, neighbours={self.neighbours}, "
             f"temperature={self.temperature}, selection={self.selection!r})"
         )
+
+
+@CURRICULA.register("label_filtered")
+class LabelFilteredCurriculum(EntropyCurriculum):
+    """A diagnostic, not a method: the entropy curriculum with every class-inconsistent anchor
+    neighbourhood dropped, using the labels.
+
+    Anchors are selected by entropy as in :class:`EntropyCurriculum` (Eq 5 and 6); then each
+    anchor whose k neighbours are not all of its own class goes back to instance learning for the
+    round. It answers one question: *would AND gain if its neighbourhoods were clean?* Set
+    against the unfiltered curriculum at equal budgets, it separates the neighbourhoods' noise
+    from the method's mechanism. It reads labels, so it is never an unsupervised result.
+
+    Args: as :class:`EntropyCurriculum`.
+
+    Example:
+        >>> import torch
+        >>> from and_plugin import MemoryBank
+        >>> curriculum = LabelFilteredCurriculum(rounds=1, selection="one_off")
+        >>> state = curriculum.discover(MemoryBank(20, 8, seed=0), 1, labels=torch.arange(20) % 2)
+        >>> state.consistency["ratio"] if state.num_anchors else 1.0
+        1.0
+    """
+
+    def discover(self, bank: "Tensor | Any", round: int, labels: Tensor | None = None) -> RoundState:
+        """As :meth:`EntropyCurriculum.discover`, then the inconsistent anchors are dropped.
+
+        Raises:
+            ValueError: If ``labels`` is None (the filter needs them).
+        """
+        if labels is None:
+            raise ValueError("labels: the label_filtered curriculum needs the training labels, got None")
+        state = super().discover(bank, round, labels=labels)
+        labels = labels.to(state.neighbours.device)
+        consistent = (labels[state.neighbours] == labels.view(-1, 1)).all(dim=1)
+        anchor_mask = state.anchor_mask & consistent
+        self.state = RoundState(round, anchor_mask, state.neighbours, state.entropy,
+                                neighbourhood_consistency(anchor_mask, state.neighbours, labels))
+        return self.state

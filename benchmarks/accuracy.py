@@ -161,6 +161,15 @@ def configs_for(args: argparse.Namespace, seed: int, output: Path) -> dict[str, 
     return {arm: builders[arm]() for arm in args.arms}
 
 
+def _quoted_command(result: dict[str, Any]) -> str:
+    """A results file's command, its ``--note`` quoted (files written before commands were
+    recorded with shell quoting hold the note's words unquoted)."""
+    command, note = result["command"], result.get("note") or ""
+    if " " in note and f"--note {note} " in command:
+        command = command.replace(f"--note {note} ", f"--note {shlex.quote(note)} ", 1)
+    return command
+
+
 def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list[dict[str, Any]]]:
     """The instance arm of ``--instance-from STUDY/SETTING``, per seed, after checking it is ours.
 
@@ -174,7 +183,7 @@ def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list
     if not path.exists():
         raise SystemExit(f"--instance-from: no results file {path}")
     other = json.loads(path.read_text())
-    theirs = parse_args(shlex.split(other["command"])[2:])  # the command that wrote it
+    theirs = parse_args(shlex.split(_quoted_command(other))[2:])  # the command that wrote it
     for key in ("dataset", "split", "epochs_per_round", "rounds", "subset", "test_subset", "val_size"):
         if key == "val_size" and args.split != "val":
             continue

@@ -83,3 +83,13 @@ def test_instance_arm_is_reused_only_from_a_matching_setting(harness, tmp_path):
                       "--instance-from", "tiny/base", "--", "data.batch_size=64"])
     with pytest.raises(SystemExit, match="leave 'instance' out of --arms"):
         harness.main(["run", "--study", "tiny", "--setting", "bad", *common, "--instance-from", "tiny/base"])
+
+
+def test_an_unquoted_note_in_an_older_command_is_read_back(harness):
+    import shlex
+
+    old = {"note": "schedule chosen on digits-val",
+           "command": "python benchmarks/accuracy.py run --study s --setting x --note schedule chosen on digits-val "
+                      "--seeds 0 -- optim.lr_schedule=constant"}
+    args = harness.parse_args(shlex.split(harness._quoted_command(old))[2:])
+    assert args.note == "schedule chosen on digits-val" and args.overrides == ["optim.lr_schedule=constant"]

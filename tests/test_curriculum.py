@@ -6,7 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from and_plugin import EntropyCurriculum, MemoryBank, RoundState, entropy_and_neighbours, neighbourhood_consistency, select_anchors
+from and_plugin import (
+    EntropyCurriculum,
+    LabelFilteredCurriculum,
+    MemoryBank,
+    RoundState,
+    entropy_and_neighbours,
+    neighbourhood_consistency,
+    select_anchors,
+)
 from and_plugin.curriculum import reference_entropy_and_neighbours
 
 
@@ -71,6 +79,20 @@ def test_one_off_selects_everything_at_once():
 def test_none_selects_no_anchor_in_any_round():
     curriculum = EntropyCurriculum(rounds=3, selection="none")
     assert [curriculum.discover(MemoryBank(12, 4), r).num_anchors for r in (1, 2, 3)] == [0, 0, 0]
+
+
+def test_label_filtered_keeps_only_consistent_entropy_anchors():
+    bank = MemoryBank(60, 4, seed=5)
+    labels = torch.arange(60) % 3
+    plain = EntropyCurriculum(rounds=2, neighbours=2).discover(bank, 2, labels=labels)
+    filtered = LabelFilteredCurriculum(rounds=2, neighbours=2).discover(bank, 2, labels=labels)
+    assert torch.equal(filtered.neighbours, plain.neighbours) and torch.equal(filtered.entropy, plain.entropy)
+    same = (labels[plain.neighbours] == labels.view(-1, 1)).all(dim=1)
+    assert torch.equal(filtered.anchor_mask, plain.anchor_mask & same)  # by hand: entropy anchors, then the filter
+    assert 0 < filtered.num_anchors < plain.num_anchors
+    assert filtered.consistency["ratio"] == 1.0 and filtered.consistency["inconsistent"] == 0
+    with pytest.raises(ValueError, match="labels: the label_filtered curriculum needs the training labels"):
+        LabelFilteredCurriculum(rounds=2).discover(bank, 1)
 
 
 def test_consistency_counts():
