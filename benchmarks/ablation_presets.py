@@ -1,8 +1,8 @@
 """Augmentation presets of the accuracy study's augmentation ablation, loaded with ``run.imports``.
 
-The data sets' own presets are the default strength; these register a weaker and a stronger
-one beside them, the way a user adds a preset of their own (see docs/howto/custom-components.md).
-They have no on-device twin, so settings using them run with ``data.gpu_resident=false``::
+The data sets' own presets are the default strength; this registers a weaker one beside them
+(none at all), the way a user adds a preset of their own (see docs/howto/custom-components.md).
+It has no on-device twin, so settings using it run with ``data.gpu_resident=false``::
 
     python benchmarks/accuracy.py run ... -- run.imports=[benchmarks/ablation_presets.py] \\
         data.transform=fashion_mnist_no_aug data.gpu_resident=false data.num_workers=0
@@ -21,12 +21,3 @@ from and_plugin.data.transforms import FASHION_MNIST_NORMALIZE
 def fashion_mnist_no_aug(train: bool, size: int, normalize: dict) -> T.Compose:
     """No augmentation: training images go through the test pipeline (every epoch sees the same view)."""
     return T.Compose([T.Resize(size), T.CenterCrop(size), *to_tensor_and_normalize(normalize)])
-
-
-@PRESETS.register("fashion_mnist_crop_flip", info=PresetInfo(28, 1, FASHION_MNIST_NORMALIZE))
-def fashion_mnist_crop_flip(train: bool, size: int, normalize: dict) -> T.Compose:
-    """The default random resized crop (area 0.2-1) plus a horizontal flip."""
-    if not train:
-        return fashion_mnist_no_aug(train, size, normalize)
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.2, 1.0)), T.RandomHorizontalFlip(),
-                      *to_tensor_and_normalize(normalize)])

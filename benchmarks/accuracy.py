@@ -20,7 +20,7 @@ Fair comparison, by construction:
   neighbourhoods add; under ``constant`` it is the instance arm's process (the same lr every
   epoch), only its random stream (batch order, augmentation) differs from round 1 on.
 - Keys only AND reads (:data:`AND_ONLY_KEYS`) are left out of the instance arm, so an ablation of
-  them (k, selection, round 0) can take its instance arm from an earlier setting measured with
+  them (k, selection, curriculum) can take its instance arm from an earlier setting measured with
   the same instance config (``--instance-from STUDY/SETTING``); the JSON records where it came from.
 
 Settings are chosen on a validation split (``--split val``): ``--val-size`` class-balanced
@@ -262,6 +262,13 @@ def cmd_run(args: argparse.Namespace) -> Path:
     study_dir = results / args.study
     study_dir.mkdir(parents=True, exist_ok=True)
     out_path = study_dir / f"{args.setting}.json"
+    # method.round0=random would skip round 0: E epochs fewer for AND than for the instance arm.
+    budget_keys = {"optim.round0_epochs", "optim.epochs_per_round", "method.rounds", "method.instance_only",
+                   "method.round0", "run.seed"}
+    fixed = sorted({_key(o) for o in args.overrides} & budget_keys)
+    if fixed:  # both arms' budgets and kNN points are derived from --epochs-per-round and --rounds
+        raise SystemExit(f"overrides: {fixed} are set by the harness (--epochs-per-round, --rounds, --seeds); "
+                         "round 0 lasts E epochs so that every AND round has an instance point")
     if "and" not in args.arms:
         raise SystemExit(f"--arms must include 'and', got {args.arms}")
     if args.instance_from and "instance" in args.arms:

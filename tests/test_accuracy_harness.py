@@ -93,3 +93,8 @@ def test_an_unquoted_note_in_an_older_command_is_read_back(harness):
                       "--seeds 0 -- optim.lr_schedule=constant"}
     args = harness.parse_args(shlex.split(harness._quoted_command(old))[2:])
     assert args.note == "schedule chosen on digits-val" and args.overrides == ["optim.lr_schedule=constant"]
+
+
+def test_budget_keys_cannot_be_overridden(harness, tmp_path):
+    with pytest.raises(SystemExit, match=r"overrides: \['optim.round0_epochs'\] are set by the harness"):
+        harness.main(["run", "--study", "s", "--setting", "x", "--results", str(tmp_path), "--", "optim.round0_epochs=9"])
