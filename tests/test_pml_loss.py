@@ -234,7 +234,7 @@ def test_wrong_names_list_the_known_ones():
         load_config(None, ["method.loss=pml:Nope"])
     with pytest.raises(ConfigError, match=r"method.miner must be null or one of \['and'\], got 'hard'"):
         load_config(None, ["method.miner=hard"])
-    with pytest.raises(ConfigError, match=r"method.curriculum must be one of \['entropy'\], got 'random'"):
+    with pytest.raises(ConfigError, match=r"method.curriculum must be one of \['entropy', 'label_filtered'\], got 'random'"):
         load_config(None, ["method.curriculum=random"])
     with pytest.raises(ValueError, match="method.miner: the 'neighbourhood' loss takes no miner"):
         build_criterion(load_config(None, ["method.miner=and"]).method)

@@ -91,7 +91,7 @@ def test_resume_of_a_finished_smoke_run_is_a_no_op(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("optim.lr=-1", r"optim.lr must be a number > 0, got -1.0"),
     ("optim.lrr=0.1", r"optim.lrr: unknown key; allowed keys in optim: \['lr', "),
-    ("method.selection=greedy", r"method.selection must be one of \['curriculum', 'one_off'\], got 'greedy'"),
+    ("method.selection=greedy", r"method.selection must be one of \['curriculum', 'one_off', 'none'\], got 'greedy'"),
     ("data.batch_size=eight", r"data.batch_size must be int, got 'eight' \(str\)"),
     ("lr0.1", r"override 'lr0.1': expected key=value"),
 ])
