@@ -2,7 +2,8 @@
 # The CPU-scale study behind docs/results.md (not run in CI), exactly as recorded: each JSON file
 # also stores its own command. Stage 1 chooses the lr schedule on a validation split of the
 # training set (AND's final mean kNN); stage 2 measures the chosen schedule on the test split.
-# One thread per run; a run of 5 x 8 digits epochs takes a few minutes on an idle core.
+# One thread per run unless --threads says otherwise; a run of 5 x 8 digits epochs takes about a
+# minute on an idle core.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PY:-python}
@@ -78,5 +79,9 @@ acc --study fashion-test --setting constant-10k --dataset fashion_mnist --subset
   test --epochs-per-round 4 --rounds 4 --seeds 0 1 --threads 2 --note \
   '10,000 training images; schedule chosen on digits-val and fashion-val' -- \
   optim.lr_schedule=constant
+acc --study fashion-test --setting constant-10k-k4 --dataset fashion_mnist --subset 10000 --split \
+  test --epochs-per-round 4 --rounds 4 --seeds 0 1 --threads 2 --arms and --instance-from \
+  fashion-test/constant-10k --note 'k = 4, chosen on fashion-val; 10,000 training images' -- \
+  optim.lr_schedule=constant method.neighbours=4
 
 $PY benchmarks/accuracy.py report
