@@ -47,4 +47,13 @@ def test_tables_are_built_from_a_measured_run(ext, harness, tmp_path):
     assert "instance + restarts kNN" in details and "taken from `t/plain`" in details
     assert ext.measured_inline("t", "ctl", results).endswith("(CPU scale, 2 seeds)")
     assert "No CPU-scale setting has been measured on a test split" in ext.measured_table(results)  # val only
+    harness.main(["run", "--study", "t", "--setting", "diag", *common, "--arms", "and", "--instance-from", "t/plain",
+                  "--", "data.batch_size=50", "method.curriculum=label_filtered"])
+    assert "`t/diag`" in ext.accuracy_table(results)
+    index = json.loads((results / "index.json").read_text())
+    for row in index:
+        row["split"] = "test"  # as if measured on a test split: the diagnostic still stays off the recipes page
+    (results / "index.json").write_text(json.dumps(index))
+    measured = ext.measured_table(results)
+    assert "`t/plain`" in measured and "`t/diag`" not in measured
     assert ext.measured_inline("t", "absent", results) == "pending"

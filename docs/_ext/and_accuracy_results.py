@@ -93,8 +93,10 @@ def accuracy_table(results: Path = RESULTS) -> str:
 
 
 def measured_table(results: Path = RESULTS) -> str:
-    """The recipes page's CPU-scale rows: every setting measured on a test split, AND next to instance."""
-    rows = _index_rows(results, lambda r: r["split"] == "test")
+    """The recipes page's CPU-scale rows: every setting measured on a test split, AND next to instance
+    (diagnostics that read labels, ``method.curriculum=label_filtered``, are left to the results page)."""
+    rows = _index_rows(results, lambda r: r["split"] == "test" and not any(
+        o.replace(" ", "") == "method.curriculum=label_filtered" for o in r["overrides"]))
     if not rows:
         return "*No CPU-scale setting has been measured on a test split yet.*\n"
     head = ["setting", "seeds", "AND kNN (*measured*, CPU scale)", "instance kNN (*measured*, CPU scale)",
