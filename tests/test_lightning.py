@@ -220,6 +220,10 @@ def _ddp_worker(rank: int, world: int, port: int, output_dir: str) -> None:
                 "neighbours": state.neighbours.clone(), "round": module.method.round,
                 "weights": {k: v.clone() for k, v in module.backbone.state_dict().items()}},
                os.path.join(output_dir, f"rank{rank}.pt"))
+    # Lightning leaves the gloo group open; torn down at interpreter exit, its threads can abort
+    # the process ("terminate called without an active exception"). Close it while both ranks live.
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.distributed
