@@ -28,6 +28,8 @@ from typing import Any
 
 from sphinx.application import Sphinx
 
+from and_plugin.config import parse_override
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 QUICKSTART = RESULTS / "quickstart.json"
@@ -75,6 +77,11 @@ def _markdown_table(head: list[str], cells: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells]) + "\n"
 
 
+def _reads_labels(row: dict[str, Any]) -> bool:
+    """Whether the setting trains with the label-filtered diagnostic curriculum."""
+    return any(parse_override(o) == {"method": {"curriculum": "label_filtered"}} for o in row["overrides"])
+
+
 def _name(row: dict[str, Any]) -> str:
     return f"`{row['study']}/{row['setting']}`"
 
@@ -95,8 +102,7 @@ def accuracy_table(results: Path = RESULTS) -> str:
 def measured_table(results: Path = RESULTS) -> str:
     """The recipes page's CPU-scale rows: every setting measured on a test split, AND next to instance
     (diagnostics that read labels, ``method.curriculum=label_filtered``, are left to the results page)."""
-    rows = _index_rows(results, lambda r: r["split"] == "test" and not any(
-        o.replace(" ", "") == "method.curriculum=label_filtered" for o in r["overrides"]))
+    rows = _index_rows(results, lambda r: r["split"] == "test" and not _reads_labels(r))
     if not rows:
         return "*No CPU-scale setting has been measured on a test split yet.*\n"
     head = ["setting", "seeds", "AND kNN (*measured*, CPU scale)", "instance kNN (*measured*, CPU scale)",
