@@ -148,7 +148,7 @@ def configs_for(args: argparse.Namespace, seed: int, output: Path) -> dict[str, 
         "instance": lambda: load_config(DEFAULTS, common + instance_overrides(args.overrides) + [
             "method.instance_only=true",
             f"optim.round0_epochs={total}",
-            f"eval.every_epochs={args.epochs_per_round}",
+            f"eval.every_epochs={args.eval_every or args.epochs_per_round}",
             f"run.output_dir={output}/instance-seed{seed}",
             f"name=instance-{args.setting}",
         ]),
@@ -170,11 +170,24 @@ def _quoted_command(result: dict[str, Any]) -> str:
     return command
 
 
-def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list[dict[str, Any]]]:
-    """The instance arm of ``--instance-from STUDY/SETTING``, per seed, after checking it is ours.
+def budgets(args: argparse.Namespace) -> list[int]:
+    """The epoch counts at which both arms are compared: the end of round 0 and of every round."""
+    return [(i + 1) * args.epochs_per_round for i in range(args.rounds + 1)]
 
-    The other setting must share data set, split, sizes, budget and every override the instance
-    arm reads, and must hold each of our seeds.
+
+def points_at(points: list[dict[str, Any]], epochs: list[int]) -> list[dict[str, Any]] | None:
+    """The records of ``points`` at exactly ``epochs`` (in that order); None if one is missing."""
+    by_epochs = {p["epochs"]: p for p in points}
+    return [by_epochs[e] for e in epochs] if all(e in by_epochs for e in epochs) else None
+
+
+def _instance_source(args: argparse.Namespace, results: Path) -> dict[str, Any]:
+    """The results file of ``--instance-from``, after checking its instance arm is ours.
+
+    The other setting must share data set, split, sizes and every override the instance arm
+    reads, and its instance runs must be at least as long as ours with kNN at each of our budgets
+    (at a constant lr an instance run does not depend on its length: one long run evaluated
+    every few epochs serves every round length whose budgets it covers).
 
     Raises:
         SystemExit: Naming the first thing that differs.
@@ -184,7 +197,7 @@ def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list
         raise SystemExit(f"--instance-from: no results file {path}")
     other = json.loads(path.read_text())
     theirs = parse_args(shlex.split(_quoted_command(other))[2:])  # the command that wrote it
-    for key in ("dataset", "split", "epochs_per_round", "rounds", "subset", "test_subset", "val_size"):
+    for key in ("dataset", "split", "subset", "test_subset", "val_size"):
         if key == "val_size" and args.split != "val":
             continue
         if getattr(args, key) != getattr(theirs, key):
@@ -193,10 +206,49 @@ def reusable_instance(args: argparse.Namespace, results: Path) -> dict[int, list
     if instance_overrides(args.overrides) != instance_overrides(theirs.overrides):
         raise SystemExit(f"--instance-from {args.instance_from}: the instance arm's overrides differ "
                          f"({instance_overrides(theirs.overrides)} there, {instance_overrides(args.overrides)} here)")
-    missing = sorted(set(args.seeds) - {int(s) for s in other["per_seed"]["instance"]})
-    if missing:
-        raise SystemExit(f"--instance-from {args.instance_from}: has no instance run of seeds {missing}")
-    return {s: other["per_seed"]["instance"][str(s)] for s in args.seeds}
+    same_length = (theirs.epochs_per_round, theirs.rounds) == (args.epochs_per_round, args.rounds)
+    if not same_length and _schedule(args.overrides) != "constant":
+        raise SystemExit(f"--instance-from {args.instance_from}: epochs_per_round differs ({theirs.epochs_per_round} "
+                         f"there, {args.epochs_per_round} here); only a constant lr lets one instance run serve "
+                         "other round lengths")
+    return other
+
+
+def _schedule(overrides: list[str]) -> str:
+    schedules = [o.split("=", 1)[1].strip() for o in overrides if _key(o) == "optim.lr_schedule"]
+    return schedules[-1] if schedules else load_config(DEFAULTS, []).optim.lr_schedule
+
+
+def reusable_instance(args: argparse.Namespace, results: Path, seed: int,
+                      wait_seconds: float = 0.0) -> list[dict[str, Any]]:
+    """Seed ``seed``'s instance points from ``--instance-from``, at this setting's budgets.
+
+    Args:
+        args: This setting's arguments.
+        results: The results folder.
+        seed: The seed wanted.
+        wait_seconds: How long to wait for a run in progress to write the seed (``--instance-wait``).
+
+    Raises:
+        SystemExit: The setting differs, or the seed is missing (after waiting), or its run does
+            not reach every budget of this setting.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        other = _instance_source(args, results)
+        runs = other["per_seed"].get("instance", {})
+        if str(seed) in runs or time.monotonic() >= deadline:
+            break
+        time.sleep(min(60.0, max(1.0, deadline - time.monotonic())))
+    if str(seed) not in runs:
+        raise SystemExit(f"--instance-from {args.instance_from}: has no instance run of seed {seed} "
+                         f"(it has seeds {sorted(int(s) for s in runs)})")
+    points = points_at(runs[str(seed)], budgets(args))
+    if points is None:
+        have = [p["epochs"] for p in runs[str(seed)]]
+        raise SystemExit(f"--instance-from {args.instance_from}: seed {seed}'s instance run has kNN at epochs "
+                         f"{have}, not at every budget {budgets(args)} of this setting")
+    return points
 
 
 def run_one(config: Any, split: str, subset: int | None, val_size: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -211,15 +263,13 @@ def run_one(config: Any, split: str, subset: int | None, val_size: int) -> tuple
     started = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - started
-    if config.method.instance_only:
-        records = [r for r in trainer.history if "knn" in r]
-    else:
-        records = trainer.round_records
-    points = [
-        {"epochs": (i + 1) * config.optim.epochs_per_round, **{m: r.get(m) for m in METRICS},
-         "anchor_fraction": r.get("anchor_fraction")}
-        for i, r in enumerate(records)
-    ]
+    if config.method.instance_only:  # one round: kNN every eval.every_epochs epochs
+        points = [{"epochs": r["epoch"] + 1, **{m: r.get(m) for m in METRICS}, "anchor_fraction": None}
+                  for r in trainer.history if "knn" in r]
+    else:  # kNN at the end of every round
+        points = [{"epochs": (i + 1) * config.optim.epochs_per_round, **{m: r.get(m) for m in METRICS},
+                   "anchor_fraction": r.get("anchor_fraction")}
+                  for i, r in enumerate(trainer.round_records)]
     return points, {"train": len(train_set), "eval": len(test_set), "seconds": seconds}
 
 
@@ -231,11 +281,50 @@ def summarise(values: list[float | None]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
 
 
+def paired_test(differences: list[float], confidence: float = 0.95) -> dict[str, Any] | None:
+    """A paired t-test of per-seed differences (percentage points) against 0.
+
+    Returns mean, sd, n, the two-sided ``confidence`` interval of the mean (Student's t with
+    n - 1 degrees of freedom), t, its two-sided p-value and the verdict: ``"AND ahead"`` /
+    ``"instance ahead"`` only where the interval excludes 0 (p < 1 - confidence), ``"level"``
+    otherwise, ``"one seed"`` where n < 2 leaves no spread to test.
+    """
+    from scipy import stats
+
+    if not differences:
+        return None
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    out: dict[str, Any] = {"mean": mean, "sd": statistics.stdev(differences) if n > 1 else 0.0, "n": n,
+                           "confidence": confidence}
+    if n < 2:
+        return {**out, "ci": None, "t": None, "p": None, "verdict": "one seed"}
+    se = out["sd"] / np.sqrt(n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    if se == 0:  # every seed gave the same difference
+        t, p = (0.0, 1.0) if mean == 0 else (float(np.sign(mean)) * np.inf, 0.0)
+    else:
+        t = mean / se
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    low, high = mean - half, mean + half
+    verdict = "AND ahead" if low > 0 else "instance ahead" if high < 0 else "level"
+    return {**out, "ci": [low, high], "t": float(t), "p": p, "verdict": verdict}
+
+
+def final_differences(per_seed: dict[str, dict[Any, list[dict[str, Any]]]], baseline: str,
+                      metric: str) -> list[float]:
+    """AND − ``baseline`` at the last budget, per seed both arms measured, in percentage points."""
+    ours, theirs = per_seed.get("and") or {}, per_seed.get(baseline) or {}
+    common = sorted(set(ours) & set(theirs), key=int)
+    return [100 * (ours[s][-1][metric] - theirs[s][-1][metric]) for s in common
+            if ours[s][-1][metric] is not None and theirs[s][-1][metric] is not None]
+
+
 def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
     """Per arm and round: mean ± sd over seeds; plus the final AND − baseline differences.
 
     ``final_diff_<metric>`` is AND − instance, ``final_diff_<metric>_restarts`` AND − instance with
-    restarts, each paired by seed.
+    restarts, each paired by seed (:func:`paired_test`).
     """
     out: dict[str, Any] = {}
     for method, seeds in per_seed.items():
@@ -248,11 +337,8 @@ def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str,
     for baseline, suffix in (("instance", ""), ("instance_restarts", "_restarts")):
         if not per_seed.get("and") or not per_seed.get(baseline):
             continue
-        common = sorted(set(per_seed["and"]) & set(per_seed[baseline]))
         for metric in ("knn", "knn_bank"):
-            diffs = [per_seed["and"][s][-1][metric] - per_seed[baseline][s][-1][metric] for s in common
-                     if per_seed["and"][s][-1][metric] is not None and per_seed[baseline][s][-1][metric] is not None]
-            out[f"final_diff_{metric}{suffix}"] = summarise(diffs)
+            out[f"final_diff_{metric}{suffix}"] = paired_test(final_differences(per_seed, baseline, metric))
     return out
 
 
@@ -269,16 +355,22 @@ def cmd_run(args: argparse.Namespace) -> Path:
     if fixed:  # both arms' budgets and kNN points are derived from --epochs-per-round and --rounds
         raise SystemExit(f"overrides: {fixed} are set by the harness (--epochs-per-round, --rounds, --seeds); "
                          "round 0 lasts E epochs so that every AND round has an instance point")
-    if "and" not in args.arms:
-        raise SystemExit(f"--arms must include 'and', got {args.arms}")
+    instance_alone = args.arms == ["instance"]
+    if "and" not in args.arms and not instance_alone:
+        raise SystemExit(f"--arms must include 'and' (or be 'instance' alone), got {args.arms}")
+    if args.eval_every is not None and not instance_alone:
+        raise SystemExit("--eval-every: only with --arms instance (a long instance run that other settings "
+                         "take their instance arm from, --instance-from)")
     if args.instance_from and "instance" in args.arms:
         raise SystemExit("--instance-from: leave 'instance' out of --arms (its runs are taken from there)")
+    if args.instance_from:
+        _instance_source(args, results)  # refuse a mismatched setting before training anything
     scratch = Path(args.scratch) / args.study / args.setting
     per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {arm: {} for arm in ARMS if arm in args.arms}
     if args.instance_from:
-        per_seed["instance"] = reusable_instance(args, results)
+        per_seed["instance"] = {}
     sizes: dict[str, Any] = {}
-    seconds: dict[str, list[float]] = {arm: [] for arm in per_seed}
+    seconds: dict[str, list[float]] = {arm: [] for arm in ARMS if arm in args.arms}
     for seed in args.seeds:
         configs = configs_for(args, seed, scratch)
         for method, config in configs.items():
@@ -290,6 +382,9 @@ def cmd_run(args: argparse.Namespace) -> Path:
             last = points[-1]
             print(f"[{args.study}/{args.setting}] seed {seed} {method:17s} kNN {100 * last['knn']:.1f} % "
                   f"({info['seconds']:.0f} s)", flush=True)
+            if args.instance_from and method == args.arms[-1]:  # taken after training, so it may be in progress
+                per_seed["instance"][seed] = reusable_instance(args, results, seed, args.instance_wait)
+            first = configs.get("and") or configs["instance"]
             result = {
                 "study": args.study,
                 "setting": args.setting,
@@ -301,10 +396,11 @@ def cmd_run(args: argparse.Namespace) -> Path:
                 "overrides": list(args.overrides),
                 # AND's resolved config; the instance run adds method.instance_only, optim.round0_epochs
                 # = (R + 1) * E and eval.every_epochs = E; instance_restarts adds method.selection=none.
-                "resolved": {k: configs["and"].to_dict()[k] for k in ("model", "data", "method", "optim", "eval")},
+                "resolved": {k: first.to_dict()[k] for k in ("model", "data", "method", "optim", "eval")},
                 "arms": [arm for arm in ARMS if arm in per_seed],
                 "instance_from": args.instance_from,
-                "seeds": sorted(per_seed["and"]),
+                "eval_every": args.eval_every,
+                "seeds": sorted(per_seed["and"] if "and" in per_seed else per_seed["instance"]),
                 "per_seed": {m: {str(s): c for s, c in v.items()} for m, v in per_seed.items()},
                 "summary": aggregate({m: v for m, v in per_seed.items() if v}),
                 "seconds_per_run": {m: statistics.fmean(v) for m, v in seconds.items() if v},
@@ -376,9 +472,12 @@ def write_index(results: Path = RESULTS) -> Path:
             "overrides": result["overrides"], "seeds": result["seeds"],
             "and_knn": final["and"].get("knn"), "instance_knn": final["instance"].get("knn"),
             "and_knn_bank": final["and"].get("knn_bank"), "instance_knn_bank": final["instance"].get("knn_bank"),
-            "diff_knn": summary.get("final_diff_knn"), "diff_knn_bank": summary.get("final_diff_knn_bank"),
+            # Recomputed from the per-seed runs, so every file is judged by today's test.
+            "diff_knn": paired_test(final_differences(result["per_seed"], "instance", "knn")),
+            "diff_knn_bank": paired_test(final_differences(result["per_seed"], "instance", "knn_bank")),
             "instance_restarts_knn": final["instance_restarts"].get("knn"),
-            "diff_knn_restarts": summary.get("final_diff_knn_restarts"),
+            "diff_knn_restarts": paired_test(final_differences(result["per_seed"], "instance_restarts", "knn")),
+            "arms": result.get("arms", ["and", "instance"]),
             "instance_from": result.get("instance_from"),
             "consistency": final["and"].get("consistency"), "note": result.get("note", ""),
             "file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
@@ -420,6 +519,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--instance-from", default=None, metavar="STUDY/SETTING",
                      help="take the instance arm from this earlier setting (checked to share the instance "
                           "config); for ablations of keys only AND reads")
+    run.add_argument("--eval-every", type=int, default=None, metavar="EPOCHS",
+                     help="with --arms instance alone: kNN every EPOCHS epochs of the (R + 1) * E epoch instance "
+                          "run, so that one long run serves settings of shorter rounds (constant lr)")
+    run.add_argument("--instance-wait", type=float, default=0.0, metavar="SECONDS",
+                     help="with --instance-from: wait up to SECONDS for a run in progress to write a seed")
     run.add_argument("overrides", nargs="*", help="key=value config overrides for every arm")
     report = sub.add_parser("report", help="redraw every PNG and rewrite index.json from the JSON files")
     report.add_argument("--results", default=str(RESULTS), help="results folder (default benchmarks/results/accuracy)")
