@@ -211,6 +211,10 @@ def _instance_source(args: argparse.Namespace, results: Path) -> dict[str, Any]:
         raise SystemExit(f"--instance-from {args.instance_from}: epochs_per_round differs ({theirs.epochs_per_round} "
                          f"there, {args.epochs_per_round} here); only a constant lr lets one instance run serve "
                          "other round lengths")
+    for seed, points in sorted(other["per_seed"].get("instance", {}).items())[:1]:
+        if points_at(points, budgets(args)) is None:  # refuse now, not after training
+            raise SystemExit(f"--instance-from {args.instance_from}: seed {seed}'s instance run has kNN at epochs "
+                             f"{[p['epochs'] for p in points]}, not at every budget {budgets(args)} of this setting")
     return other
 
 

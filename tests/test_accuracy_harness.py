@@ -98,3 +98,63 @@ def test_an_unquoted_note_in_an_older_command_is_read_back(harness):
 def test_budget_keys_cannot_be_overridden(harness, tmp_path):
     with pytest.raises(SystemExit, match=r"overrides: \['optim.round0_epochs'\] are set by the harness"):
         harness.main(["run", "--study", "s", "--setting", "x", "--results", str(tmp_path), "--", "optim.round0_epochs=9"])
+
+
+def test_one_long_instance_run_serves_every_round_length(harness, tmp_path):
+    """At a constant lr, a long instance run evaluated every epoch has, at each budget of a short
+    setting, exactly the numbers of that setting's own (separately trained) instance arm."""
+    common = ["--dataset", "digits", "--subset", "200", "--split", "val", "--val-size", "100", "--rounds", "1",
+              "--seeds", "0", "1", "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "res")]
+    overrides = ["--", "optim.lr_schedule=constant", "data.batch_size=50"]
+    harness.main(["run", "--study", "len", "--setting", "own", *common, "--epochs-per-round", "1", *overrides])
+    harness.main(["run", "--study", "len", "--setting", "long", *common, "--epochs-per-round", "2",
+                  "--arms", "instance", "--eval-every", "1", *overrides])
+    harness.main(["run", "--study", "len", "--setting", "shared", *common, "--epochs-per-round", "1",
+                  "--arms", "and", "--instance-from", "len/long", *overrides])
+    res = tmp_path / "res" / "len"
+    own, long_, shared = (json.loads((res / f"{n}.json").read_text()) for n in ("own", "long", "shared"))
+    assert [p["epochs"] for p in long_["per_seed"]["instance"]["0"]] == [1, 2, 3, 4]
+    assert shared["per_seed"]["instance"] == own["per_seed"]["instance"]  # bit-equal kNN at epochs 1 and 2
+    assert shared["per_seed"]["and"] == own["per_seed"]["and"]
+    index = {r["setting"]: r for r in json.loads((tmp_path / "res" / "index.json").read_text())}
+    assert index["long"]["and_knn"] is None and index["long"]["arms"] == ["instance"]
+    assert index["shared"]["diff_knn"] == index["own"]["diff_knn"]
+
+
+def test_a_long_instance_run_is_refused_where_it_cannot_serve(harness, tmp_path):
+    common = ["--dataset", "digits", "--subset", "200", "--split", "val", "--val-size", "100", "--rounds", "1",
+              "--seeds", "0", "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "res")]
+    harness.main(["run", "--study", "len", "--setting", "long", *common, "--epochs-per-round", "2",
+                  "--arms", "instance", "--eval-every", "2", "--", "optim.lr_schedule=constant",
+                  "data.batch_size=50"])
+    with pytest.raises(SystemExit, match=r"kNN at epochs \[2, 4\], not at every budget \[3, 6\]"):
+        harness.main(["run", "--study", "len", "--setting", "x", *common, "--epochs-per-round", "3",
+                      "--arms", "and", "--instance-from", "len/long", "--", "optim.lr_schedule=constant",
+                      "data.batch_size=50"])
+    harness.main(["run", "--study", "len", "--setting", "long-cosine", *common, "--epochs-per-round", "2",
+                  "--arms", "instance", "--eval-every", "1", "--", "optim.lr_schedule=cosine", "data.batch_size=50"])
+    with pytest.raises(SystemExit, match="only a constant lr"):
+        harness.main(["run", "--study", "len", "--setting", "y", *common, "--epochs-per-round", "1",
+                      "--arms", "and", "--instance-from", "len/long-cosine", "--", "optim.lr_schedule=cosine",
+                      "data.batch_size=50"])
+    with pytest.raises(SystemExit, match="--eval-every: only with --arms instance"):
+        harness.main(["run", "--study", "len", "--setting", "z", *common, "--eval-every", "1"])
+
+
+def test_paired_test_matches_the_t_distribution_by_hand(harness):
+    from scipy import stats
+
+    # differences 1, 2, 3: mean 2, sd 1, se 1/sqrt(3), t = 2 sqrt(3) = 3.4641 on 2 degrees of freedom;
+    # t(0.975, 2) = 4.3027, so the 95 % interval is 2 -/+ 2.4842 and contains 0.
+    result = harness.paired_test([1.0, 2.0, 3.0])
+    assert result["mean"] == pytest.approx(2.0) and result["sd"] == pytest.approx(1.0)
+    assert result["t"] == pytest.approx(3.4641016, rel=1e-6)
+    assert result["ci"] == pytest.approx([2 - 2.4841377, 2 + 2.4841377], rel=1e-6)
+    assert result["p"] == pytest.approx(stats.ttest_1samp([1.0, 2.0, 3.0], 0.0).pvalue, rel=1e-9)
+    assert result["verdict"] == "level"
+    # +0.7 ± 0.3 over 3 seeds passes "two standard errors" (2 * 0.173 = 0.35) but not t(0.975, 2):
+    assert harness.paired_test([0.4, 0.7, 1.0])["verdict"] == "level"
+    ahead = harness.paired_test([0.9, 1.1, 1.0, 0.95, 1.05])
+    assert ahead["verdict"] == "AND ahead" and ahead["ci"][0] > 0 and ahead["p"] < 0.05
+    assert harness.paired_test([-2.0, -2.2, -1.9])["verdict"] == "instance ahead"
+    assert harness.paired_test([1.5])["verdict"] == "one seed" and harness.paired_test([]) is None
