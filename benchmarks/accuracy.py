@@ -417,6 +417,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
             out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
     plot(out_path)
     write_index(results)
+    write_length_curves(results)
     return out_path
 
 
@@ -491,11 +492,109 @@ def write_index(results: Path = RESULTS) -> Path:
     return index
 
 
+def _reads_labels(overrides: list[str]) -> bool:
+    return any(_key(o) == "method.curriculum" and o.split("=", 1)[1].strip() == "label_filtered" for o in overrides)
+
+
+def length_point(result: dict[str, Any]) -> dict[str, Any]:
+    """One round length of a length study: final kNN, paired differences, per-round consistency."""
+    per_seed, summary = result["per_seed"], result["summary"]
+    final = {arm: (summary.get(arm) or [{}])[-1] for arm in ARMS}
+    rounds = summary.get("and") or []
+    return {
+        "setting": result["setting"], "epochs_per_round": result["epochs_per_round"], "seeds": result["seeds"],
+        "and_knn": final["and"].get("knn"), "instance_knn": final["instance"].get("knn"),
+        "instance_restarts_knn": final["instance_restarts"].get("knn"),
+        "diff": paired_test(final_differences(per_seed, "instance", "knn")),
+        "diff_restarts": paired_test(final_differences(per_seed, "instance_restarts", "knn")),
+        # rounds 1..R (round 0 has no anchors)
+        "consistency": [r.get("consistency") for r in rounds[1:]],
+        "label_filtered": _reads_labels(result["overrides"]),
+    }
+
+
+def write_length_curves(results: Path = RESULTS) -> Path | None:
+    """``length-curve.json`` and ``length-curve.svg``: AND − instance against epochs per round.
+
+    A *length study* is a results folder whose name ends in ``-length``: settings that differ only
+    in ``--epochs-per-round`` (the instance arm typically from one long run, ``--instance-from``).
+    Settings that read labels (the label-filtered diagnostic) are kept apart as diagnostics.
+    """
+    studies = []
+    for folder in sorted(p for p in results.glob("*-length") if p.is_dir()):
+        files = [json.loads(f.read_text()) for f in sorted(folder.glob("*.json"))]
+        points = [length_point(r) for r in files if "and" in r.get("arms", ["and"])]
+        if not points:
+            continue
+        points.sort(key=lambda p: (p["label_filtered"], p["epochs_per_round"]))
+        first = next(r for r in files if "and" in r.get("arms", ["and"]))
+        studies.append({
+            "study": folder.name, "dataset": first["dataset"], "split": first["split"],
+            "train": first["sizes"]["train"], "eval": first["sizes"]["eval"], "rounds": first["rounds"],
+            "overrides": first["overrides"],
+            "points": [p for p in points if not p["label_filtered"]],
+            "diagnostics": [p for p in points if p["label_filtered"]],
+        })
+    out = results / "length-curve.json"
+    if not studies:
+        return None
+    out.write_text(json.dumps({"studies": studies}, indent=1) + "\n")
+    plot_length_curves(studies, results / "length-curve.svg")
+    return out
+
+
+def plot_length_curves(studies: list[dict[str, Any]], out: Path) -> Path | None:
+    """Left: AND − instance (filled) and AND − (instance + restarts) (open) with 95 % intervals,
+    one line per study; right: AN consistency of rounds 1..R against epochs per round."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, study in enumerate(studies):
+        colour = colours[i % len(colours)]
+        for key, marker, fill, label, shift in (("diff", "o", colour, "AND − instance", 0.0),
+                                                ("diff_restarts", "s", "white", "AND − (instance + restarts)", 0.06)):
+            pts = [p for p in study["points"] if p[key] and p[key]["ci"]]
+            if not pts:
+                continue
+            xs = np.array([p["epochs_per_round"] for p in pts]) * (1 + shift)
+            mean = np.array([p[key]["mean"] for p in pts])
+            low = mean - np.array([p[key]["ci"][0] for p in pts])
+            high = np.array([p[key]["ci"][1] for p in pts]) - mean
+            left.errorbar(xs, mean, yerr=[low, high], fmt=marker + ("-" if key == "diff" else ""), color=colour,
+                          mfc=fill, capsize=3, label=f"{study['dataset']}: {label}")
+        for r in range(study["rounds"]):
+            pts = [p for p in study["points"] if len(p["consistency"]) > r and p["consistency"][r]]
+            if pts:
+                right.plot([p["epochs_per_round"] for p in pts], [p["consistency"][r]["mean"] for p in pts],
+                           "o-", color=colour, alpha=0.4 + 0.6 * (r + 1) / study["rounds"],
+                           label=f"{study['dataset']}: round {r + 1}")
+    left.axhline(0, color="black", lw=0.8)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("epochs per round")
+        ax.grid(alpha=0.3)
+    left.set_title("final kNN difference (points), 95 % paired-t interval", fontsize=9)
+    right.set_title("AN consistency (%), mean over seeds", fontsize=9)
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     results = Path(args.results)
     for path in sorted(results.glob("*/*.json")):
         plot(path)
     print(write_index(results))
+    print(write_length_curves(results))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

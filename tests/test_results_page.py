@@ -17,15 +17,41 @@ def ext():
     return module
 
 
-@pytest.mark.parametrize("diff, expected", [
-    ({"mean": 1.0, "sd": 0.2, "n": 3}, "**AND ahead**"),
-    ({"mean": -1.0, "sd": 0.2, "n": 3}, "**instance ahead**"),
-    ({"mean": 0.3, "sd": 0.5, "n": 3}, "level (within seed noise)"),  # 2 se = 0.58 > 0.3
-    ({"mean": 5.0, "sd": 0.0, "n": 1}, "one seed: no verdict"),
-    (None, "one seed: no verdict"),
+@pytest.mark.parametrize("differences, expected", [
+    ([0.9, 1.0, 1.1, 1.05, 0.95], "**AND ahead**"),
+    ([-0.9, -1.0, -1.1, -1.05, -0.95], "**instance ahead**"),
+    ([0.4, 0.7, 1.0], "level (interval holds 0)"),  # 2 se = 0.35 < 0.7, but t = 4.04 < t(0.975, 2) = 4.30
+    ([5.0], "one seed: no verdict"),
+    ([], "one seed: no verdict"),
 ])
-def test_verdict_needs_two_standard_errors(ext, diff, expected):
-    assert ext.verdict(diff) == expected
+def test_verdict_is_the_paired_t_test(ext, harness, differences, expected):
+    assert ext.verdict(harness.paired_test(differences)) == expected
+
+
+def test_interval_shows_the_mean_and_its_95_percent_interval(ext, harness):
+    assert ext.interval(harness.paired_test([1.0, 2.0, 3.0])) == "+2.0 [-0.5, +4.5]"
+    assert ext.interval(harness.paired_test([1.5])) == "+1.5" and ext.interval(None) == "—"
+
+
+def test_length_curve_section_from_a_measured_length_study(ext, harness, tmp_path):
+    common = ["--dataset", "digits", "--subset", "150", "--split", "val", "--val-size", "50", "--rounds", "1",
+              "--seeds", "0", "1", "--scratch", str(tmp_path / "s"), "--results", str(tmp_path / "res")]
+    overrides = ["--", "optim.lr_schedule=constant", "data.batch_size=50"]
+    harness.main(["run", "--study", "d-length", "--setting", "long", *common, "--epochs-per-round", "2",
+                  "--arms", "instance", "--eval-every", "1", *overrides])
+    for e in ("1", "2"):
+        harness.main(["run", "--study", "d-length", "--setting", f"L{e}", *common, "--epochs-per-round", e,
+                      "--arms", "and", "instance_restarts", "--instance-from", "d-length/long", *overrides])
+    curve = json.loads((tmp_path / "res" / "length-curve.json").read_text())
+    (study,) = curve["studies"]
+    assert [p["epochs_per_round"] for p in study["points"]] == [1, 2] and not study["diagnostics"]
+    assert all(p["diff"]["n"] == 2 and len(p["diff"]["ci"]) == 2 and p["diff_restarts"]["n"] == 2
+               for p in study["points"])
+    assert (tmp_path / "res" / "length-curve.svg").read_text().lstrip().startswith("<?xml")
+    section = ext.length_curve(tmp_path / "res")
+    assert "### `d-length`" in section and "Measured at 1, 2 epochs per round." in section
+    assert ext.interval(study["points"][1]["diff"]) in section
+    assert "`d-length/long`" not in ext.accuracy_table(tmp_path / "res")  # instance-only: no AND row
 
 
 def test_tables_are_built_from_a_measured_run(ext, harness, tmp_path):
