@@ -9,7 +9,7 @@
 # with AND's per-round restarts at two lengths; the label-filtered diagnostic at the longest.
 #
 #   bash benchmarks/results/accuracy/length_study.sh a   # worker a: the long instance run, L32
-#   bash benchmarks/results/accuracy/length_study.sh b   # worker b: L4, L8, L16, L32 filtered
+#   bash benchmarks/results/accuracy/length_study.sh b   # worker b: L4, L8, L16, L32 label-filtered
 # One thread per run; the two workers run side by side.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -24,14 +24,14 @@ a)
   acc --setting instance-long "${DATA[@]}" --epochs-per-round 32 --arms instance --eval-every 4 \
     --note 'instance arm of every round length: one 160-epoch run per seed, kNN every 4 epochs' \
     -- optim.lr_schedule=constant
-  acc --setting L32 "${DATA[@]}" --epochs-per-round 32 --arms and instance_restarts "${WAIT[@]}" \
-    -- optim.lr_schedule=constant
+  acc --setting L32 "${DATA[@]}" --epochs-per-round 32 --arms and "${WAIT[@]}" -- optim.lr_schedule=constant
   ;;
 b)
   acc --setting L4 "${DATA[@]}" --epochs-per-round 4 -- optim.lr_schedule=constant
   acc --setting L8 "${DATA[@]}" --epochs-per-round 8 --arms and instance_restarts "${WAIT[@]}" \
     -- optim.lr_schedule=constant
-  acc --setting L16 "${DATA[@]}" --epochs-per-round 16 --arms and "${WAIT[@]}" -- optim.lr_schedule=constant
+  acc --setting L16 "${DATA[@]}" --epochs-per-round 16 --arms and instance_restarts "${WAIT[@]}" \
+    -- optim.lr_schedule=constant
   acc --setting L32-label-filtered "${DATA[@]}" --epochs-per-round 32 --arms and "${WAIT[@]}" \
     --note 'diagnostic: class-inconsistent neighbourhoods dropped using the labels' \
     -- optim.lr_schedule=constant method.curriculum=label_filtered
