@@ -346,6 +346,57 @@ def aggregate(per_seed: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str,
     return out
 
 
+#: What must match for ``--add-seeds`` to add runs to an existing setting (all but the seeds).
+SAME_SETTING_KEYS = ("dataset", "subset", "test_subset", "split", "val_size", "epochs_per_round", "rounds", "arms",
+                     "instance_from", "eval_every", "overrides")
+
+
+def _check_same_setting(args: argparse.Namespace, existing: dict[str, Any], path: Path) -> None:
+    """Refuses ``--add-seeds`` into a file of another setting, or a seed it already holds."""
+    theirs = parse_args(shlex.split(_quoted_command(existing))[2:])
+    for key in SAME_SETTING_KEYS:
+        if getattr(theirs, key) != getattr(args, key):
+            raise SystemExit(f"--add-seeds: {path} holds another setting ({key} is {getattr(theirs, key)!r} there, "
+                             f"{getattr(args, key)!r} here)")
+    held = sorted(set(args.seeds) & {int(s) for s in existing["seeds"]})
+    if held:
+        raise SystemExit(f"--add-seeds: {path} already holds seeds {held}")
+
+
+def _write_merged(path: Path, result: dict[str, Any]) -> None:
+    """Writes ``result`` merged with the seeds another piece of the same setting wrote meanwhile.
+
+    Several processes may each run some seeds of one setting (``--add-seeds``); an exclusive lock
+    around read-merge-write keeps every piece's seeds.
+    """
+    import fcntl
+    import os
+
+    folder = os.open(path.parent, os.O_RDONLY)  # the lock: the results folder itself, no lock file left behind
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if path.exists():
+            other = json.loads(path.read_text())
+            for arm, runs in other["per_seed"].items():
+                for seed, points in runs.items():
+                    result["per_seed"].setdefault(arm, {}).setdefault(seed, points)
+            for arm, runs in other.get("seconds_per_seed", {}).items():
+                for seed, t in runs.items():
+                    result["seconds_per_seed"].setdefault(arm, {}).setdefault(seed, t)
+            result["pieces"] = list(dict.fromkeys(other.get("pieces", [other["command"]]) + [result["command"]]))
+            result["command"] = other["command"]  # the first piece's; the pieces differ in --seeds only
+        per_seed = {arm: {int(s): c for s, c in runs.items()} for arm, runs in result["per_seed"].items()}
+        result["per_seed"] = {arm: dict(sorted(runs.items(), key=lambda kv: int(kv[0])))
+                              for arm, runs in result["per_seed"].items()}
+        result["seeds"] = sorted(per_seed["and"] if "and" in per_seed else per_seed["instance"])
+        result["summary"] = aggregate({arm: dict(sorted(v.items())) for arm, v in per_seed.items() if v})
+        result["seconds_per_run"] = {arm: statistics.fmean(v.values())
+                                     for arm, v in result["seconds_per_seed"].items() if v}
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    finally:
+        os.close(folder)  # closing releases the lock
+
+
 def cmd_run(args: argparse.Namespace) -> Path:
     torch.set_num_threads(args.threads)
     results = Path(args.results)
@@ -374,14 +425,17 @@ def cmd_run(args: argparse.Namespace) -> Path:
     if args.instance_from:
         per_seed["instance"] = {}
     sizes: dict[str, Any] = {}
-    seconds: dict[str, list[float]] = {arm: [] for arm in ARMS if arm in args.arms}
+    seconds: dict[str, dict[int, float]] = {arm: {} for arm in ARMS if arm in args.arms}
+    command = "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    if args.add_seeds and out_path.exists():
+        _check_same_setting(args, json.loads(out_path.read_text()), out_path)
     for seed in args.seeds:
         configs = configs_for(args, seed, scratch)
         for method, config in configs.items():
             config.run.threads = args.threads
             points, info = run_one(config, args.split, args.subset, args.val_size)
             per_seed[method][seed] = points
-            seconds[method].append(info["seconds"])
+            seconds[method][seed] = info["seconds"]
             sizes = {"train": info["train"], "eval": info["eval"]}
             last = points[-1]
             print(f"[{args.study}/{args.setting}] seed {seed} {method:17s} kNN {100 * last['knn']:.1f} % "
@@ -407,14 +461,18 @@ def cmd_run(args: argparse.Namespace) -> Path:
                 "seeds": sorted(per_seed["and"] if "and" in per_seed else per_seed["instance"]),
                 "per_seed": {m: {str(s): c for s, c in v.items()} for m, v in per_seed.items()},
                 "summary": aggregate({m: v for m, v in per_seed.items() if v}),
-                "seconds_per_run": {m: statistics.fmean(v) for m, v in seconds.items() if v},
+                "seconds_per_run": {m: statistics.fmean(v.values()) for m, v in seconds.items() if v},
+                "seconds_per_seed": {m: {str(s): t for s, t in v.items()} for m, v in seconds.items()},
                 "note": args.note,
                 "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                             "torch": torch.__version__},
                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                "command": "python benchmarks/accuracy.py " + shlex.join(sys.argv[1:] if args.argv is None else args.argv),
+                "command": command,
             }
-            out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
+            if args.add_seeds:
+                _write_merged(out_path, result)
+            else:
+                out_path.write_text(json.dumps(result, indent=1) + "\n")  # after every run: partial results survive
     plot(out_path)
     write_index(results)
     write_length_curves(results)
@@ -625,6 +683,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--eval-every", type=int, default=None, metavar="EPOCHS",
                      help="with --arms instance alone: kNN every EPOCHS epochs of the (R + 1) * E epoch instance "
                           "run, so that one long run serves settings of shorter rounds (constant lr)")
+    run.add_argument("--add-seeds", action="store_true",
+                     help="add this command's seeds to the setting's existing results file instead of replacing it "
+                          "(a setting run in pieces, side by side or one after another)")
     run.add_argument("--instance-wait", type=float, default=0.0, metavar="SECONDS",
                      help="with --instance-from: wait up to SECONDS for a run in progress to write a seed")
     run.add_argument("overrides", nargs="*", help="key=value config overrides for every arm")

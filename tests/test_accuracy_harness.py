@@ -158,3 +158,20 @@ def test_paired_test_matches_the_t_distribution_by_hand(harness):
     assert ahead["verdict"] == "AND ahead" and ahead["ci"][0] > 0 and ahead["p"] < 0.05
     assert harness.paired_test([-2.0, -2.2, -1.9])["verdict"] == "instance ahead"
     assert harness.paired_test([1.5])["verdict"] == "one seed" and harness.paired_test([]) is None
+
+
+def test_a_setting_run_in_pieces_equals_one_run(harness, tmp_path):
+    common = ["--dataset", "digits", "--subset", "200", "--split", "val", "--val-size", "100", "--rounds", "1",
+              "--epochs-per-round", "1", "--scratch", str(tmp_path / "scratch"), "--results", str(tmp_path / "res")]
+    overrides = ["--", "optim.lr_schedule=constant", "data.batch_size=50"]
+    harness.main(["run", "--study", "p", "--setting", "whole", *common, "--seeds", "0", "1", *overrides])
+    harness.main(["run", "--study", "p", "--setting", "pieces", *common, "--seeds", "1", "--add-seeds", *overrides])
+    harness.main(["run", "--study", "p", "--setting", "pieces", *common, "--seeds", "0", "--add-seeds", *overrides])
+    whole, pieces = (json.loads((tmp_path / "res" / "p" / f"{n}.json").read_text()) for n in ("whole", "pieces"))
+    assert pieces["seeds"] == [0, 1] and pieces["per_seed"] == whole["per_seed"]
+    assert pieces["summary"] == whole["summary"] and len(pieces["pieces"]) == 2
+    with pytest.raises(SystemExit, match=r"already holds seeds \[1\]"):
+        harness.main(["run", "--study", "p", "--setting", "pieces", *common, "--seeds", "1", "--add-seeds", *overrides])
+    with pytest.raises(SystemExit, match="holds another setting"):
+        harness.main(["run", "--study", "p", "--setting", "pieces", *common, "--seeds", "2", "--add-seeds", *overrides,
+                      "method.neighbours=2"])
