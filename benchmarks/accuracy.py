@@ -419,6 +419,10 @@ def cmd_run(args: argparse.Namespace) -> Path:
     if args.instance_from and "instance" in args.arms:
         raise SystemExit("--instance-from: leave 'instance' out of --arms (its runs are taken from there)")
     if args.instance_from:
+        source = results / f"{args.instance_from}.json"
+        deadline = time.monotonic() + args.instance_wait
+        while not source.exists() and time.monotonic() < deadline:  # its first seed may still be training
+            time.sleep(min(60.0, max(1.0, deadline - time.monotonic())))
         _instance_source(args, results)  # refuse a mismatched setting before training anything
     scratch = Path(args.scratch) / args.study / args.setting
     per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {arm: {} for arm in ARMS if arm in args.arms}
@@ -571,6 +575,27 @@ def length_point(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def instance_checks(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Settings that trained their own instance arm, against the long instance run of their study.
+
+    One row per such setting and long run: the seeds compared and whether every kNN point of the
+    setting's own runs equals the long run's point at the same epoch count (it must, at a
+    constant lr, for the long run to stand in for every round length).
+    """
+    longs = [r for r in files if r.get("arms") == ["instance"]]
+    rows = []
+    for own in (r for r in files if "instance" in r.get("arms", []) and "and" in r["arms"] and not r.get("instance_from")):
+        for long_run in longs:
+            seeds = sorted(set(own["per_seed"]["instance"]) & set(long_run["per_seed"]["instance"]), key=int)
+            if not seeds:
+                continue
+            equal = all(points_at(long_run["per_seed"]["instance"][s], [p["epochs"] for p in own["per_seed"]["instance"][s]])
+                        == own["per_seed"]["instance"][s] for s in seeds)
+            rows.append({"setting": own["setting"], "long_run": long_run["setting"], "seeds": [int(s) for s in seeds],
+                         "points": sum(len(own["per_seed"]["instance"][s]) for s in seeds), "equal": equal})
+    return rows
+
+
 def write_length_curves(results: Path = RESULTS) -> Path | None:
     """``length-curve.json`` and ``length-curve.svg``: AND − instance against epochs per round.
 
@@ -587,6 +612,7 @@ def write_length_curves(results: Path = RESULTS) -> Path | None:
         points.sort(key=lambda p: (p["label_filtered"], p["epochs_per_round"]))
         first = next(r for r in files if "and" in r.get("arms", ["and"]))
         studies.append({
+            "instance_checks": instance_checks(files),
             "study": folder.name, "dataset": first["dataset"], "split": first["split"],
             "train": first["sizes"]["train"], "eval": first["sizes"]["eval"], "rounds": first["rounds"],
             "overrides": first["overrides"],

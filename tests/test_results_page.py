@@ -39,17 +39,23 @@ def test_length_curve_section_from_a_measured_length_study(ext, harness, tmp_pat
     overrides = ["--", "optim.lr_schedule=constant", "data.batch_size=50"]
     harness.main(["run", "--study", "d-length", "--setting", "long", *common, "--epochs-per-round", "2",
                   "--arms", "instance", "--eval-every", "1", *overrides])
+    harness.main(["run", "--study", "d-length", "--setting", "own", *common, "--epochs-per-round", "1",
+                  "--arms", "and", "instance", *overrides])
     for e in ("1", "2"):
         harness.main(["run", "--study", "d-length", "--setting", f"L{e}", *common, "--epochs-per-round", e,
                       "--arms", "and", "instance_restarts", "--instance-from", "d-length/long", *overrides])
     curve = json.loads((tmp_path / "res" / "length-curve.json").read_text())
     (study,) = curve["studies"]
-    assert [p["epochs_per_round"] for p in study["points"]] == [1, 2] and not study["diagnostics"]
-    assert all(p["diff"]["n"] == 2 and len(p["diff"]["ci"]) == 2 and p["diff_restarts"]["n"] == 2
-               for p in study["points"])
+    assert [p["epochs_per_round"] for p in study["points"]] == [1, 1, 2] and not study["diagnostics"]
+    assert study["instance_checks"] == [{"setting": "own", "long_run": "long", "seeds": [0, 1], "points": 4,
+                                         "equal": True}]
+    assert all(p["diff"]["n"] == 2 and len(p["diff"]["ci"]) == 2 for p in study["points"])
+    assert [p["diff_restarts"]["n"] if p["diff_restarts"] else None for p in study["points"]] in ([None, 2, 2],
+                                                                                                 [2, None, 2])
     assert (tmp_path / "res" / "length-curve.svg").read_text().lstrip().startswith("<?xml")
     section = ext.length_curve(tmp_path / "res")
-    assert "### `d-length`" in section and "Measured at 1, 2 epochs per round." in section
+    assert "### `d-length`" in section and "Measured at 1, 1, 2 epochs per round." in section
+    assert "its 4 kNN points (seeds 0, 1) equal the long run `long`" in section
     assert ext.interval(study["points"][1]["diff"]) in section
     assert "`d-length/long`" not in ext.accuracy_table(tmp_path / "res")  # instance-only: no AND row
 

@@ -218,6 +218,11 @@ def length_curve(results: Path = RESULTS) -> str:
                   f"R = {study['rounds']} rounds after round 0; overrides {extra or 'none'}. Final-round kNN "
                   "(%), mean ± sd over seeds; differences in points, paired by seed, with the 95 % "
                   "paired-t interval and its p-value.", "", _markdown_table(head, cells), _length_sentence(study), ""]
+        for check in study.get("instance_checks", []):
+            parts += [f"Check: `{check['setting']}` trained its own instance arm; its {check['points']} kNN points "
+                      f"(seeds {', '.join(map(str, check['seeds']))}) "
+                      + ("equal" if check["equal"] else "**differ from**")
+                      + f" the long run `{check['long_run']}` at the same epoch counts.", ""]
     svg = results / "length-curve.svg"
     if svg.exists() and svg.is_relative_to(ROOT):
         rel = (Path("..") / svg.relative_to(ROOT)).as_posix()
