@@ -46,10 +46,9 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
-
-import warnings
 
 import torch
 import torch.distributed as dist

@@ -130,7 +130,7 @@ def test_file_names_in_a_batch_are_refused_naming_the_fix(tmp_path):
     dataset = LightlyDataset(input_dir=str(image_folder(tmp_path / "images")), transform=SimCLRTransform(SIZE))
     module = ANDModule(simclr_backbone(), len(dataset), settings(), embedding_dim=16)
     with pytest.raises(ValueError, match=r"^batch\[-1\] must be the dataset indices \(a 1-D integer tensor\), got a "
-                                         r"list of str \(LightlyDataset items end with the file name\); wrap the "
+                                         r"tuple of str \(LightlyDataset items end with the file name\); wrap the "
                                          r"data set: and_plugin\.data\.with_index\(dataset\)"):
         fit(module, DataLoader(Stream(dataset), batch_size=16))
 
