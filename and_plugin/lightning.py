@@ -208,7 +208,11 @@ class ANDModule(pl.LightningModule):
 
     @torch.no_grad()
     def _bank_features(self) -> Tensor:
-        """Features (N, d) of every training image from the current network (round0 = "random")."""
+        """Features (N, d) of every training image from the current network.
+
+        They fill the bank before the first discovery with round0 = "random", and the rows no
+        batch wrote before a later one (see :meth:`~and_plugin.method.ANDMethod.start_round`).
+        """
         dataset = self.bank_init_data
         if dataset is None:
             dataset = self.trainer.train_dataloader.dataset  # type: ignore[union-attr]

@@ -44,8 +44,9 @@ def check_strategy(trainer: Any) -> None:
     except ImportError:  # pragma: no cover - a Lightning without it has no such strategies
         return
     launcher = getattr(trainer.strategy, "launcher", None)
-    if isinstance(launcher, _MultiProcessingLauncher):
-        name = f"ddp_{getattr(launcher, '_start_method', 'spawn')}"
+    in_children = isinstance(launcher, _MultiProcessingLauncher)
+    name = f"ddp_{getattr(launcher, '_start_method', 'spawn')}"
+    if in_children:
         raise ValueError(
             f"strategy={name!r} trains copies of this module in child processes and hands back only the "
             "weights, so this ANDModule would end without its round, anchors and monitors; use "

@@ -59,8 +59,8 @@ def simclr_backbone() -> nn.Module:
 
 
 def fit(module: ANDModule, loader: DataLoader, max_epochs: int | None = None, **kwargs) -> pl.Trainer:
-    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                   enable_progress_bar=False, enable_model_summary=False)
+    options = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+               "enable_progress_bar": False, "enable_model_summary": False}
     options.update(kwargs)
     trainer = pl.Trainer(max_epochs=module.total_epochs if max_epochs is None else max_epochs, **options)
     trainer.fit(module, loader)
