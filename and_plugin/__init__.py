@@ -18,7 +18,7 @@ from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
 from .checkpoint import CheckpointError
-from .data import DatasetInfo, PresetInfo, register_dataset
+from .data import DatasetInfo, PresetInfo, register_dataset, with_index
 from .curriculum import (
     EntropyCurriculum,
     LabelFilteredCurriculum,
@@ -87,4 +87,5 @@ __all__ = [
     "reference_entropy_and_neighbours",
     "register_dataset",
     "select_anchors",
+    "with_index",
 ]

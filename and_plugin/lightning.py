@@ -5,17 +5,22 @@ our :class:`~and_plugin.trainer.Trainer` runs, so a lightly user keeps their tra
 and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
 
 - batches are ``(images, targets, indices)`` (``indices`` address the bank; wrap any data set
-  with :class:`~and_plugin.data.base.IndexedDataset`); ``images`` may be a list of views (lightly's
+  — torchvision's ``ImageFolder``, lightly's ``LightlyDataset`` — with
+  :func:`~and_plugin.data.base.with_index`); ``images`` may be a list of views (lightly's
   ``MultiViewTransform``, ``SimCLRTransform``, ...): every view takes the loss, the bank gets one
   write per sample (see :mod:`and_plugin.method`);
 - rounds advance at epoch boundaries: the plan of :func:`~and_plugin.trainer.round_plan`
   (round 0, then R rounds of ``optim.epochs_per_round`` epochs); set
   ``pl.Trainer(max_epochs=module.total_epochs)``;
-- the bank is updated after every optimiser step (``on_train_batch_end``); under a
-  data-parallel strategy (``strategy="ddp"``) the update all-gathers the global batch's features
-  and indices, so every rank holds the same bank, and discovery is broadcast from rank 0;
+- the bank is updated after every optimiser step (``on_train_batch_end``, or before a checkpoint
+  saved earlier in the step); under a data-parallel strategy (``strategy="ddp"``) the update
+  all-gathers the global batch's features and indices, so every rank holds the same bank, and
+  discovery is broadcast from rank 0;
 - the bank, the round and its anchors/neighbours travel in Lightning checkpoints
   (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
+- mistakes that would train a wrong model quietly are refused when the fit starts (a data set
+  without indices, ``num_samples`` not its length, ``max_epochs`` ending before the first
+  discovery, ``strategy="ddp_spawn"``): see :mod:`and_plugin.lightning_checks`;
 - :class:`KNNMonitor` is a callback logging weighted-kNN top-1 (lightly's ``knn_predict``).
 
 Example:
@@ -26,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import lightning_checks as checks
 from .config import Config, load_config
+from .distributed import get_world_size
 from .method import ANDMethod, forward_views
 from .trainer import learning_rate, round_plan
 
@@ -95,6 +101,8 @@ class ANDModule(pl.LightningModule):
         self.plan = round_plan(self.and_config)
         self._epochs = [(r, e, n) for r, n in self.plan for e in range(n)]
         self._pending: tuple[Any, Tensor] | None = None
+        self._first_epoch: int | None = None  # the epoch whose indices are counted (fresh fits)
+        self._seen = 0
 
     # ------------------------------------------------------------------ plan
 
@@ -131,11 +139,16 @@ class ANDModule(pl.LightningModule):
     # ----------------------------------------------------------------- hooks
 
     def on_fit_start(self) -> None:
+        checks.check_strategy(self.trainer)
+        checks.check_plan(self.trainer.max_epochs, self.plan)
         self.method.to(self.device)
-        max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs > self.total_epochs:
-            warnings.warn(f"max_epochs={max_epochs} exceeds the AND plan's {self.total_epochs} epochs "
-                          f"({self.plan}); the extra epochs stay in round {self.plan[-1][0]}")
+
+    def on_train_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        checks.check_training_data(getattr(loader, "dataset", None), self.method.num_samples)
+        self._first_epoch = None
+        if self.method.rows_written == 0:  # a fresh bank: count the first epoch's indices
+            self._first_epoch, self._seen = self.current_epoch, 0
 
     def on_train_epoch_start(self) -> None:
         round_index, epoch, epochs = self.round_position(self.current_epoch)
@@ -154,6 +167,9 @@ class ANDModule(pl.LightningModule):
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
         """Eq 7 of one batch ``(images or [views], targets, indices)`` against the bank."""
         images, indices = batch[0], batch[-1]
+        checks.check_batch_indices(indices)
+        if self._first_epoch is not None:
+            self._seen += len(indices)
         features = forward_views(self, images)
         loss = self.method.loss(features, indices)
         # Eq 8 needs the features after the optimiser step: kept until on_train_batch_end.
@@ -163,12 +179,17 @@ class ANDModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._pending is not None:
-            features, indices = self._pending
-            self._pending = None
-            self.method.update_bank(features, indices)  # all-gathers the global batch under DDP
+        self._write_pending()
+
+    def on_train_epoch_end(self) -> None:
+        if self._first_epoch is not None and self.current_epoch == self._first_epoch:
+            self._first_epoch = None
+            checks.check_first_epoch(self._seen * get_world_size(), self.method.rows_written, self.method.num_samples)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Callbacks' on_train_batch_end (ModelCheckpoint(every_n_train_steps=...)) run before this
+        # module's: write the step's bank update first, so the checkpoint holds the bank after it.
+        self._write_pending()
         checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -178,9 +199,20 @@ class ANDModule(pl.LightningModule):
 
     # ------------------------------------------------------------- internals
 
+    def _write_pending(self) -> None:
+        """Eq 8 for the last training step, once (all-gathers the global batch under DDP)."""
+        if self._pending is not None:
+            features, indices = self._pending
+            self._pending = None
+            self.method.update_bank(features, indices)
+
     @torch.no_grad()
     def _bank_features(self) -> Tensor:
-        """Features (N, d) of every training image from the current network (round0 = "random")."""
+        """Features (N, d) of every training image from the current network.
+
+        They fill the bank before the first discovery with round0 = "random", and the rows no
+        batch wrote before a later one (see :meth:`~and_plugin.method.ANDMethod.start_round`).
+        """
         dataset = self.bank_init_data
         if dataset is None:
             dataset = self.trainer.train_dataloader.dataset  # type: ignore[union-attr]
@@ -189,7 +221,8 @@ class ANDModule(pl.LightningModule):
         self.eval()
         out = torch.zeros(self.method.num_samples, self.method.bank.dim, device=self.device)
         written = torch.zeros(self.method.num_samples, dtype=torch.bool, device=self.device)
-        for images, _targets, indices in loader:
+        for batch in loader:
+            images, indices = batch[0], batch[-1]
             images = [v.to(self.device) for v in images] if isinstance(images, (list, tuple)) else images.to(self.device)
             features = self.method.bank_features_of(forward_views(self, images))
             rows = torch.as_tensor(indices, device=self.device)
@@ -198,7 +231,8 @@ class ANDModule(pl.LightningModule):
         self.train(was_training)
         missing = int((~written).sum())
         if missing:  # a bank row left at zero would enter discovery as a fake sample
-            raise ValueError(f"bank_init_data: its indices cover {self.method.num_samples - missing} of the "
+            name = "bank_init_data" if self.bank_init_data is not None else "training data"
+            raise ValueError(f"{name}: its indices cover {self.method.num_samples - missing} of the "
                              f"{self.method.num_samples} bank rows; it must yield every training index once")
         return out
 

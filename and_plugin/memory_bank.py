@@ -81,7 +81,7 @@ class MemoryBank(nn.Module):
         return self.bank[indices.to(self.bank.device)].clone()
 
     @torch.no_grad()
-    def update(self, indices: Tensor, features: Tensor) -> None:
+    def update(self, indices: Tensor, features: Tensor, written: Tensor | None = None) -> None:
         """Applies the EMA write of Eq 8 for one (local) batch; call after the loss is computed.
 
         One host sync per call: a single combined check that every index lies in [0, N) and
@@ -91,6 +91,8 @@ class MemoryBank(nn.Module):
         Args:
             indices: Shape (B,), sample indices in [0, N).
             features: Shape (B, d), the batch's features (detached inside).
+            written: Optional bool mask (N,) on the bank's device: the rows written (the whole
+                global batch's under torch.distributed) are set True in it.
 
         Raises:
             ValueError: For a bad shape or dtype, an index outside [0, N) or a non-finite feature.
@@ -118,6 +120,8 @@ class MemoryBank(nn.Module):
         old = self.bank.index_select(0, indices).float()
         # Rows of one index are equal, so writing each of them leaves the same (order-free) result.
         self.bank.index_copy_(0, indices, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype))
+        if written is not None:
+            written.index_fill_(0, indices, True)
 
     @torch.no_grad()
     def fill(self, features: Tensor) -> None:

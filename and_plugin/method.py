@@ -21,6 +21,11 @@ single view's. ``bank_update="first"`` writes the first view only (the "key" vie
 MoCo-style pipelines, where the other views are local crops). One view stays the paper's
 default, computed exactly as before.
 
+**Rows never written.** The method records which bank rows Eq 8 has written. A row that is still
+its initial random vector when a round's discovery starts would enter it as a fake sample (it can
+become an anchor or a neighbour): ``start_round`` fills such rows from ``bank_features`` (the
+current network's features) when it is given, and warns naming how many rows it concerned.
+
 Example:
     >>> import torch
     >>> import torch.nn.functional as F
@@ -28,17 +33,20 @@ Example:
     >>> from and_plugin.config import MethodConfig
     >>> method = ANDMethod(num_samples=20, embedding_dim=8, config=MethodConfig(rounds=2))
     >>> method.start_round(0)
-    >>> features = F.normalize(torch.randn(4, 8), dim=1).requires_grad_()
-    >>> indices = torch.tensor([0, 3, 7, 11])
+    >>> features = F.normalize(torch.randn(20, 8), dim=1).requires_grad_()
+    >>> indices = torch.arange(20)
     >>> loss = method.loss(features, indices)
     >>> loss.backward()
     >>> method.update_bank(features, indices)
+    >>> method.rows_written
+    20
     >>> method.start_round(1).num_anchors  # S = 1/2 of 20
     10
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -92,6 +100,7 @@ class ANDMethod:
         curriculum: The :class:`~and_plugin.curriculum.EntropyCurriculum`.
         round: The round last started, None before the first ``start_round``.
         bank_initialised: False until round 0 ran or the bank was filled (round0 = "random").
+        written: Bool (N,) on the bank's device: the rows Eq 8 (or a fill) has written.
     """
 
     def __init__(
@@ -121,6 +130,7 @@ class ANDMethod:
         self.criterion = _build_criterion(config, self.curriculum)
         self.round: int | None = None
         self.bank_initialised = False
+        self.written = torch.zeros(self.num_samples, dtype=torch.bool)
 
     @property
     def device(self) -> torch.device:
@@ -129,10 +139,16 @@ class ANDMethod:
     def to(self, device: torch.device | str) -> "ANDMethod":
         """Moves the bank, the loss and the current round's neighbourhoods to ``device``."""
         self.bank.to(device)
+        self.written = self.written.to(self.bank.bank.device)
         self.criterion.to(device)
         if self.curriculum.state is not None:
             self.curriculum.state = self.curriculum.state.to(device)
         return self
+
+    @property
+    def rows_written(self) -> int:
+        """How many of the N bank rows have been written (one host sync)."""
+        return int(self.written.sum())
 
     @property
     def round_state(self) -> RoundState | None:
@@ -150,8 +166,9 @@ class ANDMethod:
         Args:
             round_index: r in [0, R].
             bank_features: Returns the features (N, d) of every training image from the current
-                network. Called only when the bank has never been written (round0 = "random":
-                discovery on the untrained network's features instead of random vectors).
+                network. Called when the bank has never been written (round0 = "random":
+                discovery on the untrained network's features instead of random vectors), and
+                when some rows were never written (those rows are filled from it).
 
         Returns:
             The round's :class:`~and_plugin.curriculum.RoundState`; None for round 0.
@@ -169,6 +186,8 @@ class ANDMethod:
             if is_distributed():  # one bank for every rank, whatever the kernels did
                 dist.broadcast(self.bank.bank, src=0)
             self.bank_initialised = True
+            self.written.fill_(True)
+        self._fill_unwritten(round_index, bank_features)
         state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
         if is_distributed():
             state = broadcast_object(state.to("cpu"))  # type: ignore[assignment]
@@ -200,7 +219,7 @@ class ANDMethod:
             features: As in :meth:`loss` (detached inside).
             indices: (B,).
         """
-        self.bank.update(indices, self.bank_features_of(features))
+        self.bank.update(indices, self.bank_features_of(features), written=self.written)
 
     def bank_features_of(self, features: Features) -> Tensor:
         """The (B, d) features written to the bank: the tensor itself, or the views combined."""
@@ -211,15 +230,36 @@ class ANDMethod:
             return views[0]
         return F.normalize(torch.stack([v.detach().float() for v in views]).mean(0), dim=1)
 
+    def _fill_unwritten(self, round_index: int, bank_features: Callable[[], Tensor] | None) -> None:
+        """Before discovery: rows never written get the network's features, or a warning."""
+        missing = self.num_samples - self.rows_written  # the written mask is the same on every rank
+        if not missing:
+            return
+        where = (f"memory bank: {missing} of {self.num_samples} rows were never written before round "
+                 f"{round_index}'s neighbourhood discovery (num_samples larger than the data set, or a "
+                 f"sampler or drop_last that skips samples?)")
+        if bank_features is None:
+            warnings.warn(f"{where}; they enter it as random vectors: write every row, or pass bank_features",
+                          stacklevel=3)
+            return
+        unwritten = ~self.written
+        features = bank_features().to(self.device)
+        self.bank.bank[unwritten] = F.normalize(features[unwritten].float(), dim=1).to(self.bank.dtype)
+        if is_distributed():
+            dist.broadcast(self.bank.bank, src=0)
+        self.written.fill_(True)
+        warnings.warn(f"{where}; they were filled with the current network's features", stacklevel=3)
+
     # ------------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Any]:
-        """The bank, the curriculum's round state, the round and whether the bank was written."""
+        """The bank, the curriculum's round state, the round and which bank rows were written."""
         return {
             "memory_bank": self.bank.state_dict(),
             "curriculum": self.curriculum.state_dict(),
             "bank_initialised": self.bank_initialised,
             "round": self.round,
+            "written": self.written.clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -229,6 +269,9 @@ class ANDMethod:
         if self.curriculum.state is not None:
             self.curriculum.state = self.curriculum.state.to(self.device)
         self.bank_initialised = bool(state["bank_initialised"])
+        written = state.get("written")  # absent from older checkpoints: no record, assume every row
+        self.written = (torch.ones(self.num_samples, dtype=torch.bool) if written is None
+                        else torch.as_tensor(written, dtype=torch.bool).clone()).to(self.device)
         saved = self.curriculum.state
         self.round = state.get("round", saved.round if saved is not None else (0 if self.bank_initialised else None))
 

@@ -55,8 +55,9 @@ def test_every_view_takes_eq7_against_the_bank():
     bank = m.bank.bank.double()
     expected = torch.stack([eq7(v, bank, indices.view(-1, 1)) for v in views]).mean()
     assert float(m.loss(views, indices)) == pytest.approx(float(expected), abs=1e-5)
-    # in a neighbourhood round, anchors' positives include their neighbours
-    state = m.start_round(1)
+    # in a neighbourhood round, anchors' positives include their neighbours (on the unwritten bank)
+    with pytest.warns(UserWarning, match="40 of 40 rows were never written"):
+        state = m.start_round(1)
     positives, mask = state.positives(indices)
     sets = [positives[i][mask[i]] for i in range(len(indices))]
     expected = torch.stack([eq7(v, bank, sets) for v in views]).mean()
@@ -149,3 +150,21 @@ def test_random_round0_fills_the_bank_from_multi_view_items(tmp_path):
     assert torch.allclose(filled.norm(dim=1), torch.ones(len(base)), atol=1e-5)
     result = trainer.fit()
     assert [r["round"] for r in result.rounds] == [1, 2]
+
+
+def test_discovery_reports_rows_never_written_and_fills_them_when_it_can():
+    m = method()
+    m.start_round(0)
+    m.update_bank(unit(30, D).float(), torch.arange(30))  # rows 30..39 never written
+    assert m.rows_written == 30
+    restored = method()
+    restored.load_state_dict(m.state_dict())
+    assert restored.rows_written == 30
+    with pytest.warns(UserWarning, match=r"^memory bank: 10 of 40 rows were never written before round 1's "
+                                         r"neighbourhood discovery .*they enter it as random vectors"):
+        m.start_round(1)
+    features = unit(N, D, seed=3).float()
+    with pytest.warns(UserWarning, match=r"10 of 40 rows .*filled with the current network's features"):
+        restored.start_round(1, lambda: features)
+    assert torch.allclose(restored.bank.bank[30:], features[30:], atol=1e-6)
+    assert torch.equal(restored.bank.bank[:30], m.bank.bank[:30]) and restored.rows_written == N

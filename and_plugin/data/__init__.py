@@ -21,7 +21,7 @@ Example:
     ((1, 16, 16), 0)
 """
 
-from and_plugin.data.base import ArrayImageDataset, FileImageDataset, IndexedDataset
+from and_plugin.data.base import ArrayImageDataset, FileImageDataset, IndexedDataset, with_index
 from and_plugin.data.builder import (
     DatasetInfo,
     build_dataset,
@@ -64,4 +64,5 @@ __all__ = [
     "synthetic_dataset",
     "synthetic_images",
     "to_tensor_and_normalize",
+    "with_index",
 ]

@@ -1,7 +1,7 @@
 """The dataset contract: every item is ``(image, target, index)``; and the two stores behind it.
 
-:class:`IndexedDataset` adds the index to any ``(image, target)`` dataset. The built-in data sets
-keep their pixels in one of two plain stores, which the GPU-resident path reads without
+:class:`IndexedDataset` (:func:`with_index`) adds the index to any ``(image, target, ...)``
+dataset: torchvision's, lightly's ``LightlyDataset``, yours. The built-in data sets keep their pixels in one of two plain stores, which the GPU-resident path reads without
 decoding item by item: :class:`ArrayImageDataset` (an in-memory uint8 array, e.g. what
 torchvision's CIFAR/SVHN/MNIST readers return) and :class:`FileImageDataset` (image paths, e.g.
 the samples of torchvision's ``ImageFolder``).
@@ -16,53 +16,100 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayImageDataset", "FileImageDataset", "IndexedDataset"]
+__all__ = ["ArrayImageDataset", "FileImageDataset", "IndexedDataset", "with_index"]
 
 
 class IndexedDataset(Dataset):
-    """Wraps a ``(image, target)`` dataset so items become ``(image, target, index)``.
+    """Wraps a ``(image, target, ...)`` dataset so items become ``(image, target, index)``.
 
     AND addresses its memory bank by the sample index, so every training dataset must return it.
     Targets are carried only for monitoring (kNN accuracy, neighbourhood consistency); training
-    never reads them.
+    never reads them. Elements after the target (the file name of lightly's ``LightlyDataset``)
+    are dropped; an item that is not a tuple is the image itself (target -1).
 
     Args:
-        base: Any map-style dataset returning ``(image, target)``.
-        targets: The integer class of every item, length ``len(base)``.
-        classes: Class names, index = class id.
+        base: Any map-style dataset (``len`` and ``base[i]``) returning ``(image, target, ...)``.
+        targets: The integer class of every item, length ``len(base)``; when None, read from
+            ``base.targets`` (torchvision) or ``base.dataset.targets`` (``LightlyDataset``), else
+            unknown.
+        classes: Class names, index = class id; when None, read the same way, else ``"0"``,
+            ``"1"``, ... up to the largest target.
         transform: Applied to the image of every item (after ``base``'s own transform, if any).
 
     Attributes:
-        targets: LongTensor of shape (N,).
+        targets: LongTensor of shape (N,), or None when unknown.
         num_classes: ``len(classes)``.
     """
 
     def __init__(
         self,
-        base: Dataset,
-        targets: Sequence[int] | torch.Tensor,
-        classes: Sequence[str],
+        base: Any,
+        targets: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+        classes: Sequence[str] | None = None,
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.base = base
-        self.targets = torch.as_tensor(list(targets) if not isinstance(targets, torch.Tensor) else targets, dtype=torch.long)
-        self.classes = list(classes)
         self.transform = transform
-        if len(self.targets) != len(base):  # type: ignore[arg-type]
-            raise ValueError(f"targets: expected {len(base)} targets, got {len(self.targets)}")  # type: ignore[arg-type]
+        known = _attribute(base, "targets") if targets is None else targets
+        if known is not None and not isinstance(known, torch.Tensor):
+            known = np.asarray(known)
+        self.targets = None if known is None else torch.as_tensor(known, dtype=torch.long).reshape(-1)
+        if self.targets is not None and len(self.targets) != len(base):
+            raise ValueError(f"targets: expected {len(base)} targets, got {len(self.targets)}")
+        if classes is None:
+            classes = _attribute(base, "classes")
+        if classes is None:
+            known_any = self.targets is not None and len(self.targets) > 0
+            classes = [str(c) for c in range(int(self.targets.max()) + 1)] if known_any else []  # type: ignore[union-attr]
+        self.classes = list(classes)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Any, int, int]:
-        image, target = self.base[index][:2]
+        item = self.base[index]
+        image, target = (item[0], item[1]) if isinstance(item, tuple) and len(item) >= 2 else (item, -1)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(target), index
+
+
+def with_index(dataset: Any, transform: Callable[[Any], Any] | None = None) -> IndexedDataset:
+    """Makes any ``(image, target, ...)`` data set AND-ready: items ``(image, target, index)``.
+
+    For torchvision data sets (``ImageFolder``, ``CIFAR10``, ...) and lightly's
+    ``LightlyDataset`` (whose ``(image, target, filename)`` loses the file name). The targets
+    (``.targets``) come along for monitoring: ``ANDModule(..., labels=wrapped.targets)``.
+
+    Args:
+        dataset: A map-style data set whose items start with ``(image, target)``.
+        transform: Applied to every image after the data set's own transform.
+
+    Returns:
+        An :class:`IndexedDataset` over ``dataset``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> wrapped = with_index(TensorDataset(torch.zeros(5, 3, 8, 8), torch.tensor([0, 1, 0, 1, 1])))
+        >>> image, target, index = wrapped[3]
+        >>> target, index, wrapped.targets  # a TensorDataset has no .targets attribute
+        (1, 3, None)
+    """
+    return IndexedDataset(dataset, transform=transform)
+
+
+def _attribute(base: Any, name: str) -> Any:
+    """``base.<name>``, or ``base.dataset.<name>`` (lightly's ``LightlyDataset`` keeps its folder there)."""
+    for owner in (base, getattr(base, "dataset", None)):
+        value = getattr(owner, name, None)
+        if value is not None and not callable(value):
+            return value
+    return None
 
 
 class ArrayImageDataset(Dataset):
