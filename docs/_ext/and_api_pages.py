@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sphinx.application import Sphinx
+from sphinx.errors import PycodeError
+from sphinx.pycode import ModuleAnalyzer
 
 HERE = Path(__file__).resolve().parent
 API = HERE.parent / "api"
@@ -30,20 +32,29 @@ AUTOOBJECT = re.compile(r"^\.\. auto(?:function|class):: (?P<name>[\w.]+)[ \t]*\
 
 
 def public_members(module_name: str) -> tuple[list[str], list[str]]:
-    """(classes and functions, data) that ``module_name`` makes public, in source order."""
+    """(classes and functions, documented data) that ``module_name`` makes public, in source order.
+
+    Data (constants, registries) count only with a ``#:`` doc comment: without one autodoc would
+    show the docstring of the value's type.
+    """
     module = importlib.import_module(module_name)
+    try:
+        documented = {name for (scope, name) in ModuleAnalyzer.for_module(module_name).find_attr_docs()
+                      if scope == ""}
+    except PycodeError:
+        documented = set()
     names = getattr(module, "__all__", None)
     if names is None:
         names = [n for n, v in vars(module).items() if not n.startswith("_")
-                 and getattr(v, "__module__", None) == module_name
-                 and (inspect.isclass(v) or inspect.isfunction(v))]
+                 and ((getattr(v, "__module__", None) == module_name
+                       and (inspect.isclass(v) or inspect.isfunction(v))) or n in documented)]
     objects, data = [], []
     for name in names:
         value = getattr(module, name)
         if inspect.isclass(value) or inspect.isfunction(value):
             if getattr(value, "__module__", module_name) == module_name:  # re-exports: their own module
                 objects.append(name)
-        elif not inspect.ismodule(value):
+        elif not inspect.ismodule(value) and name in documented:
             data.append(name)
     return objects, data
 
@@ -94,9 +105,10 @@ def write_pages(app: Sphinx | None = None) -> list[str]:
 def _table(full_names: list[str]) -> str:
     if not full_names:
         return ""
-    rows = "\n".join(f"   {n}" for n in full_names)
+    module = full_names[0].rsplit(".", 1)[0]  # autosummary wants names relative to the module
+    rows = "\n".join(f"   {n.rsplit('.', 1)[1]}" for n in full_names)
     toc = "\n".join(f"   generated/{n}" for n in full_names)
-    return (f"\n.. autosummary::\n   :nosignatures:\n\n{rows}\n\n"
+    return (f"\n.. currentmodule:: {module}\n\n.. autosummary::\n   :nosignatures:\n\n{rows}\n\n"
             f".. toctree::\n   :hidden:\n\n{toc}\n\n")
 
 
