@@ -23,7 +23,7 @@ import and_plugin
 
 # The notebooks' kernels inherit this: one thread, as the recorded numbers elsewhere on the site.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # plots shown inline
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
@@ -79,6 +79,7 @@ nb_execution_timeout = 300
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # library log lines and warnings are not the tutorial's output
 nb_execution_in_temp = True  # runs/ and checkpoints go to a temporary directory, not into docs/
 
 # -- autodoc / napoleon / typehints ------------------------------------------------------------

@@ -122,10 +122,31 @@ def _expand_module(match: re.Match[str], page_text: str) -> str:
     return out
 
 
+INDEX_TABLE = "<!-- api-index-table -->"
+
+
+def index_table() -> str:
+    """The API index: every name of ``and_plugin.__all__``, linked to its page, with its module."""
+    import and_plugin
+
+    rows = ["| import from `and_plugin` | what (and the module that defines it) |", "|---|---|"]
+    for name in sorted(and_plugin.__all__, key=str.lower):
+        value = getattr(and_plugin, name)
+        module = getattr(value, "__module__", None) if (inspect.isclass(value) or inspect.isfunction(value)) else None
+        if module is None:  # registries and other data: documented on their module's page
+            kind, module = "registry" if type(value).__name__ == "Registry" else "data", "and_plugin.registry"
+            rows.append(f"| {{py:data}}`{name} <{module}.{name}>` | {kind} (`{module}`) |")
+            continue
+        kind = "class" if inspect.isclass(value) else "function"
+        summary = (inspect.getdoc(value) or "").split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+        rows.append(f"| {{py:obj}}`{name} <{module}.{value.__qualname__}>` | {kind}: {summary} (`{module}`) |")
+    return "\n".join(rows) + "\n"
+
+
 def _source_read(app: Sphinx, docname: str, source: list[str]) -> None:
     if not docname.startswith("api/") or docname.startswith("api/generated/"):
         return
-    text = source[0]
+    text = source[0].replace(INDEX_TABLE, index_table()) if INDEX_TABLE in source[0] else source[0]
     text = AUTOMODULE.sub(lambda m: _expand_module(m, source[0]), text)
     source[0] = AUTOOBJECT.sub(lambda m: _table([m["name"]]), text)
 
