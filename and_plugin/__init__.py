@@ -14,6 +14,7 @@ runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registrie
 """
 
 from . import backbones, data  # noqa: F401  (imported to fill the registries)
+from ._version import __version__
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
 from .config import Config, ConfigError, load_config
@@ -40,8 +41,6 @@ from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, EVALUATORS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
 from .trainer import FitResult, Trainer
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ANDLoss",

@@ -1,6 +1,8 @@
 """``python -m and_plugin --recipe NAME [recipe options]``: run a recipe of this checkout by name.
 
-``python -m and_plugin --list`` lists the recipes (``recipes/configs/*.yaml``). Every other
+``python -m and_plugin --list`` lists the recipes (``recipes/configs/*.yaml`` of a checkout; an
+installed wheel carries the same files as ``and_plugin/recipes/``), ``--version`` prints the
+version. Every other
 argument goes to the recipe's command line (see :mod:`and_plugin.cli`), e.g.
 ``python -m and_plugin --recipe cifar10_alexnet --smoke``, or with components of your own
 ``python -m and_plugin --recipe cifar10_alexnet --smoke --import my_components model.backbone=my_net``
@@ -15,15 +17,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pathlib import Path
+
+from ._version import __version__
 from .cli import REPO_ROOT, main
 
-RECIPE_CONFIGS = REPO_ROOT / "recipes" / "configs"
+#: The recipes' YAML files: in a checkout ``recipes/configs``, in an installed wheel the copy
+#: packaged as ``and_plugin/recipes`` (see setup.py).
+RECIPE_CONFIGS = next(
+    (d for d in (Path(__file__).resolve().parent / "recipes", REPO_ROOT / "recipes" / "configs") if d.is_dir()),
+    REPO_ROOT / "recipes" / "configs",
+)
 
 
 def _entry(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m and_plugin", add_help=False)
     parser.add_argument("--recipe")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--version", action="version", version=f"and_plugin {__version__}")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     known = sorted(p.stem for p in RECIPE_CONFIGS.glob("*.yaml")) if RECIPE_CONFIGS.is_dir() else []
     if args.list or not args.recipe:

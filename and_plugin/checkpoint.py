@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ._version import __version__
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a checkpoint of this library."""
@@ -41,6 +43,8 @@ def _temp_pattern(name: str) -> re.Pattern[str]:
 def save_checkpoint(state: dict[str, Any], path: "str | os.PathLike[str]") -> None:
     """Writes ``state`` to ``path`` atomically: a crash leaves the previous file intact.
 
+    The file also records ``"format"`` and ``"and_plugin_version"`` (the version that wrote it).
+
     Args:
         state: Any torch-serialisable mapping.
         path: Destination file.
@@ -51,7 +55,7 @@ def save_checkpoint(state: dict[str, Any], path: "str | os.PathLike[str]") -> No
     handle, temporary = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save({"format": FORMAT, **state}, file)
+            torch.save({"format": FORMAT, "and_plugin_version": __version__, **state}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

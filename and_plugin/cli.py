@@ -45,6 +45,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .config import Config, ConfigError, load_config, merge
 
 __all__ = ["SMOKE", "USER_ERRORS", "build_parser", "exit_on_error", "main", "recipe_config", "run_recipe",
@@ -83,6 +84,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--slurm-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile key, e.g. nodes=2 (repeatable)")
     parser.add_argument("--wait", action="store_true", help="with --slurm: wait for the job to end")
+    parser.add_argument("--version", action="version", version=f"and_plugin {__version__}")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, applied last")
     return parser
 

@@ -138,11 +138,11 @@ class MethodConfig:
             "method.loss_chunk_size", self.loss_chunk_size, "null or an integer >= 1",
         )
         _require_choice("method.bank_dtype", self.bank_dtype, ("float32", "bfloat16", "float16"))
-        from . import criteria  # noqa: F401  (fills LOSSES, MINERS and CURRICULA)
+        from .loss_names import loss_class  # fills LOSSES, MINERS and CURRICULA
         from .registry import CURRICULA, MINERS
 
         try:
-            criteria.loss_class(self.loss)
+            loss_class(self.loss)
         except KeyError as error:
             raise ConfigError(f"method.loss: {error.args[0]}") from None
         if self.miner is not None:

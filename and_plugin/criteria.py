@@ -24,48 +24,20 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from torch import Tensor, nn
 
 from .curriculum import RoundState
-from .loss import NeighbourhoodLoss
+from .loss_names import PML_PREFIX, loss_class
 from .miner import ANDMiner
 from .pml_loss import ANDLoss
-from .registry import LOSSES, MINERS
+from .registry import MINERS
 
 if TYPE_CHECKING:
     from .config import MethodConfig
     from .memory_bank import MemoryBank
 
-LOSSES.register("neighbourhood")(NeighbourhoodLoss)
-for _name, _cls in {
-    "contrastive": pml_losses.ContrastiveLoss,
-    "triplet_margin": pml_losses.TripletMarginLoss,
-    "multi_similarity": pml_losses.MultiSimilarityLoss,
-    "ntxent": pml_losses.NTXentLoss,
-    "supcon": pml_losses.SupConLoss,
-}.items():
-    LOSSES.register(_name)(_cls)
-
-PML_PREFIX = "pml:"
-
-
-def loss_class(name: str) -> Any:
-    """The class or factory named ``name``: a :data:`LOSSES` entry or ``"pml:<ClassName>"``.
-
-    Raises:
-        KeyError: Naming the unknown name and listing the known ones.
-    """
-    if name.startswith(PML_PREFIX):
-        cls = getattr(pml_losses, name[len(PML_PREFIX):], None)
-        if not (inspect.isclass(cls) and issubclass(cls, BaseMetricLossFunction)):
-            known = sorted(n for n, v in vars(pml_losses).items()
-                           if inspect.isclass(v) and issubclass(v, BaseMetricLossFunction) and v is not BaseMetricLossFunction)
-            raise KeyError(f"unknown loss {name!r}: pytorch_metric_learning.losses has no loss "
-                           f"{name[len(PML_PREFIX):]!r}; known: {', '.join(known)}")
-        return cls
-    return LOSSES.get(name)
+__all__ = ["PML_PREFIX", "PMLCriterion", "build_criterion", "loss_class"]
 
 
 class PMLCriterion(nn.Module):

@@ -116,3 +116,49 @@ def test_the_checker_sees_a_wrong_import(tmp_path):
     assert targets == ["trainer", "launcher"]
     table = layer_table()
     assert all(layer_of(t, table)[0] > layer_of("loss", table)[0] for t in targets)
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or around a loop, even lazily or for typing:
+    each can be read, tested and replaced without the other."""
+    graph = {name: {t for _, t in imports_of(name, path) if t in MODULES and t != name}
+             for name, path in MODULES.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles between and_plugin modules: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_checker_sees_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

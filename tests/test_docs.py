@@ -441,3 +441,88 @@ def test_equations_render_offline_in_a_headless_browser(site: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("<mjx-container") >= 3 and "<svg" in result.stdout, "equations were not typeset"
     assert '<g data-mml-node="merror"' not in result.stdout, "MathJax reported a TeX error"
+
+
+# ------------------------------------------------------------------------------- layout and API
+
+#: Shown code wider than this is clipped at 1280 px (ruff format's 88 columns).
+MAX_CODE_COLUMNS = 88
+FENCE = re.compile(r"^(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
+
+
+def long_code_lines(page: Path) -> list[str]:
+    """``page:line (n columns)`` for every line of a fenced code block (any language, and the
+    notebooks' code cells) wider than :data:`MAX_CODE_COLUMNS`; directives such as
+    ```` ```{note} ```` or ```` ```{toctree} ```` hold prose, not code, and are skipped."""
+    long, fence, is_code = [], None, False
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        match = FENCE.match(line)
+        if fence is None and match:
+            info = match["info"].strip()
+            fence, is_code = match["fence"], not info.startswith("{") or info.startswith("{code-cell")
+        elif fence is not None and line.strip() == fence:
+            fence = None
+        elif fence is not None and is_code and len(line) > MAX_CODE_COLUMNS:
+            long.append(f"{page.relative_to(DOCS)}:{number} ({len(line)} columns)")
+    return long
+
+
+def test_code_on_the_pages_fits_88_columns():
+    long = [entry for page in PAGES for entry in long_code_lines(page)]
+    assert not long, f"code lines over {MAX_CODE_COLUMNS} columns (clipped at 1280 px):\n" + "\n".join(long)
+
+
+def test_the_width_check_can_fail(tmp_path: Path) -> None:
+    page = DOCS / "_width_probe.md"
+    try:
+        page.write_text("```python\n" + "x = 1  # " + "y" * 90 + "\n```\n\n```{note}\n" + "z" * 100 + "\n```\n")
+        assert long_code_lines(page) == ["_width_probe.md:2 (99 columns)"]
+    finally:
+        page.unlink()
+
+
+def _api_extensions():
+    """The docs' ``and_api_pages`` and ``and_xref_aliases`` extension modules."""
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module("and_api_pages"), importlib.import_module("and_xref_aliases")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def test_every_public_name_is_on_an_api_page():
+    """Every class and function of ``and_plugin.__all__`` gets a page of its own (the module
+    that defines it is on an API page); registries and other data are on their module's page."""
+    import and_plugin
+
+    api_pages, aliases = _api_extensions()
+    pages = set(api_pages.api_objects())
+    missing = [f"{name} ({aliases.canonical_name(f'and_plugin.{name}')})" for name in and_plugin.__all__
+               if (inspect.isclass(getattr(and_plugin, name)) or inspect.isfunction(getattr(and_plugin, name)))
+               and aliases.canonical_name(f"and_plugin.{name}") not in pages]
+    assert not missing, f"public names without an API page: {missing}"
+
+
+@pytest.mark.docs
+def test_every_api_name_has_its_page_and_the_index_links_them(site: Path) -> None:
+    import and_plugin
+
+    api_pages, aliases = _api_extensions()
+    names = api_pages.api_objects()
+    missing = [n for n in names if not (site / "api" / "generated" / f"{n}.html").is_file()]
+    assert not missing, f"API names without a page: {missing}"
+    linked = {urllib.parse.urlsplit(link).path.rsplit("/", 1)[-1].removesuffix(".html")
+              for link in _parse(site / "api" / "index.html").links}
+    unlinked = [n for n in and_plugin.__all__ if aliases.canonical_name(f"and_plugin.{n}") in names
+                and aliases.canonical_name(f"and_plugin.{n}") not in linked]
+    assert not unlinked, f"names in the API index table without a link to their page: {unlinked}"
+    page = (site / "api" / "generated" / "and_plugin.memory_bank.MemoryBank.html").read_text()
+    assert "extra_repr" not in page, "extra_repr is rendered on the MemoryBank page"
+
+
+@pytest.mark.docs
+def test_notebooks_were_executed(site: Path) -> None:
+    for name in ("quickstart", "pml-miner", "lightning"):
+        text = (site / "tutorials" / f"{name}.html").read_text()
+        assert "cell_output" in text, f"tutorials/{name}: no executed output"
+        assert re.search(r'<img[^>]+src="[^"]+\.png"', text), f"tutorials/{name}: no plot"

@@ -165,10 +165,10 @@ def accuracy_details(results: Path = RESULTS, docs: Path = ROOT / "docs") -> str
             lines.append("| " + " | ".join([str(a["epochs"]), pm(b.get("knn")), *c, pm(a.get("knn")),
                                            pm(b.get("knn_bank")), pm(a.get("knn_bank")),
                                            pm(a.get("consistency"))]) + " |")
-        png = path.with_suffix(".png")
-        if png.exists() and png.is_relative_to(ROOT):
-            rel = Path("..") / png.relative_to(ROOT)
-            lines += ["", f"![{result['study']}/{result['setting']}: kNN per round, mean ± sd]({rel.as_posix()})"]
+        # The SVG the and_figures extension draws from this JSON at build time (sharp at any zoom).
+        figure = docs / "_generated" / "accuracy" / f"{path.parent.name}-{path.stem}.svg"
+        lines += ["", f"![{result['study']}/{result['setting']}: kNN per round, mean ± sd]"
+                  f"({Path('/') / figure.relative_to(docs)})"]
         lines += ["", f"Command: `{result['command']}`", ""]
         parts.append("\n".join(lines))
     return "\n".join(parts) if parts else ""
