@@ -17,6 +17,7 @@ and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
 - the bank, the round and its anchors/neighbours travel in Lightning checkpoints
   (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
 - :class:`KNNMonitor` is a callback logging weighted-kNN top-1 (lightly's ``knn_predict``).
+- :class:`CollapseMonitor` (added by the module itself) warns when the features collapse.
 
 Example:
     >>> import pytorch_lightning as pl  # doctest: +SKIP
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, load_config
 from .method import ANDMethod, forward_views
 from .trainer import learning_rate, round_plan
@@ -177,6 +179,13 @@ class ANDModule(pl.LightningModule):
         if CHECKPOINT_KEY not in checkpoint:
             raise KeyError(f"checkpoint: no {CHECKPOINT_KEY!r} entry; it was not written by an ANDModule")
         self.method.load_state_dict(checkpoint[CHECKPOINT_KEY])
+
+    # ------------------------------------------------------------- callbacks
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The collapse check (:class:`CollapseMonitor`) unless ``eval.collapse_cosine`` is null."""
+        threshold = self.and_config.eval.collapse_cosine
+        return [] if threshold is None else [CollapseMonitor(threshold)]
 
     # ------------------------------------------------------------- internals
 
@@ -328,6 +337,51 @@ class KNNMonitor(pl.Callback):
                 pl_module.log(key, record[key], prog_bar=key == "knn", sync_dist=True)
 
 
+class CollapseMonitor(pl.Callback):
+    """Warns when the features collapse: the check of :mod:`and_plugin.collapse`, at every epoch end.
+
+    :class:`ANDModule` adds it itself (``configure_callbacks``) unless ``eval.collapse_cosine``
+    is null. The epoch's loss is summed on the device from each step's output (no host sync
+    per step) and reduced over the ranks once per epoch; ``bank_cosine`` is logged every epoch.
+
+    Args:
+        max_cosine: ``eval.collapse_cosine``: see :class:`~and_plugin.collapse.CollapseCheck`.
+
+    Attributes:
+        check: The :class:`~and_plugin.collapse.CollapseCheck` (its ``warned`` message, if any).
+        history: ``[{"epoch", "round", "loss", "bank_cosine", "collapse_warning"?}, ...]``.
+    """
+
+    def __init__(self, max_cosine: float = 0.95) -> None:
+        super().__init__()
+        self.check = CollapseCheck(max_cosine)
+        self.history: list[dict[str, Any]] = []
+        self._sum: Tensor | None = None  # (loss x samples, samples) of the epoch, on the device
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sum = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if self._sum is not None and isinstance(loss, Tensor):
+            samples = len(batch[-1])
+            self._sum += torch.stack([loss.detach().double() * samples, loss.new_tensor(samples, dtype=torch.float64)])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._sum is None or not pl_module.method.bank_initialised:  # type: ignore[union-attr]
+            return
+        total, samples = trainer.strategy.reduce(self._sum, reduce_op="sum").tolist()
+        loss = total / samples if samples else None
+        epoch = trainer.current_epoch
+        round_index, epoch_in_round, _ = pl_module.round_position(epoch)  # type: ignore[operator]
+        method = pl_module.method  # type: ignore[union-attr]
+        record = self.check.update(method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
+                                   method_uniform_loss(method), warn=trainer.is_global_zero)
+        self.history.append({"epoch": epoch, "round": round_index, "loss": loss, **record})
+        pl_module.log("bank_cosine", record["bank_cosine"], sync_dist=True)  # equal on every rank
+
+
 @contextmanager
 def _rank_zero_buffers(module: nn.Module) -> Iterator[None]:
     """Lends every rank rank 0's buffers (BatchNorm statistics) for the block; restores its own after.
@@ -349,4 +403,4 @@ def _rank_zero_buffers(module: nn.Module) -> Iterator[None]:
             buffer.data.copy_(saved)
 
 
-__all__ = ["CHECKPOINT_KEY", "ANDModule", "KNNMonitor"]
+__all__ = ["CHECKPOINT_KEY", "ANDModule", "CollapseMonitor", "KNNMonitor"]
