@@ -346,7 +346,11 @@ class Trainer:
             for images, indices in self._batches(global_epoch):
                 with autocast:
                     features = forward_views(self.train_model, images)  # (B, d), or one per view
-                loss = self.method.loss(features, indices)  # Eq 7
+                try:
+                    loss = self.method.loss(features, indices)  # Eq 7
+                except ValueError:  # e.g. NaN features (CPU): let the divergence check name this step
+                    self.divergence.observe(torch.zeros((), device=self.device), features)
+                    raise
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
