@@ -69,7 +69,22 @@ def test_check_warns_once_after_patience_and_names_the_numbers():
         "projection head with BatchNorm (e.g. lightly's SimCLRProjectionHead) after the backbone, a lower optim.lr, "
         "or milder augmentation (eval.collapse_cosine=null turns this check off)")
     quiet = CollapseCheck(0.95, patience=1)  # a loss well below the uniform value: the net still discriminates
-    assert "collapse_warning" not in quiet.update(same, "round 0, epoch 1", 2.0, math.log(50))
+    assert [quiet.update(same, f"round 0, epoch {e}", 2.0, math.log(50)).get("collapse_warning") for e in (1, 2)] \
+        == [None, None]
+
+
+def test_a_compact_bank_that_spreads_out_does_not_warn():
+    """A bank filled from an untrained network (method.round0=random) starts compact and spreads."""
+    direction = F.normalize(torch.ones(1, 16), dim=1)
+    noise = torch.randn(200, 16, generator=torch.Generator().manual_seed(0))
+    banks = [F.normalize(direction + s * noise, dim=1) for s in (0.01, 0.02, 0.03, 0.04, 0.05)]
+    cosines = [float(bank_mean_cosine(b)) for b in banks]
+    assert all(c >= 0.95 for c in cosines) and all(b < a - 0.002 for a, b in zip(cosines, cosines[1:]))
+    check = CollapseCheck(0.95, patience=2)
+    records = [check.update(b, f"round 1, epoch {e + 1}", math.log(200), math.log(200)) for e, b in enumerate(banks)]
+    assert not any("collapse_warning" in r for r in records)
+    flat = CollapseCheck(0.95, patience=2)  # the same compact bank that stays: collapsed
+    assert "collapse_warning" in [flat.update(banks[0], "e", math.log(200), math.log(200)) for _ in range(3)][-1]
 
 
 def test_config_key():
