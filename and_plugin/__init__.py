@@ -29,6 +29,7 @@ from .curriculum import (
     reference_entropy_and_neighbours,
     select_anchors,
 )
+from .collapse import CollapseCheck, CollapseWarning
 from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
@@ -55,6 +56,8 @@ __all__ = [
     "BACKBONES",
     "CURRICULA",
     "CheckpointError",
+    "CollapseCheck",
+    "CollapseWarning",
     "Config",
     "ConfigError",
     "DATASETS",

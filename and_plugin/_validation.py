@@ -141,3 +141,40 @@ def check_indices(name: str, indices: Tensor, size: int) -> None:
         if low < 0 or high >= size:
             bad = low if low < 0 else high
             raise ValueError(f"{name} must lie in [0, {size}), got {bad}")
+
+
+#: Largest |‖x‖ − 1| accepted for features said to be L2-normalised: rows normalised in bfloat16
+#: (the autocast fast path) are off by < 0.005, a feature that was never normalised by far more.
+UNIT_NORM_TOLERANCE = 0.02
+
+
+def check_rows(name: str, tensor: Tensor, unit: bool = True) -> None:
+    """Raises unless every row of ``tensor`` (B, d) is finite and, with ``unit``, of L2 norm 1 ± 0.02.
+
+    Meant for the per-step path: one norm reduction and ``torch._assert_async``, so no host sync
+    on CUDA, where a bad row stops the run with a device-side assertion carrying the same advice
+    (without the numbers); on the CPU the error is a ``ValueError`` naming the measured norms.
+
+    Args:
+        name: The parameter's name, for the message.
+        tensor: Shape (B, d).
+        unit: Also require unit L2 norms.
+    """
+    rows = tensor.detach().float()
+    norms = rows.norm(dim=1)
+    ok = ((norms - 1).abs() <= UNIT_NORM_TOLERANCE).all() if unit else torch.isfinite(norms).all()
+    advice = "normalise them, e.g. torch.nn.functional.normalize(features, dim=1)"
+    what = f"L2-normalised rows (norm 1 ± {UNIT_NORM_TOLERANCE}), without NaN or inf" if unit else "finite"
+    try:  # CUDA: queued with the step's kernels, no host sync; CPU: raises here
+        torch._assert_async(ok, f"{name} must be {what}; {advice if unit else 'check the network and the data'}")
+    except RuntimeError:
+        pass
+    else:
+        return
+    finite = torch.isfinite(rows).all(dim=1)
+    if not bool(finite.all()):
+        raise ValueError(f"{name} must be finite, got NaN or inf in {int((~finite).sum())} of {len(rows)} rows "
+                         "(the network diverged or an input holds NaN); check optim.lr and the data")
+    low, high = float(norms.min()), float(norms.max())
+    raise ValueError(f"{name} must be L2-normalised rows (norm 1 ± {UNIT_NORM_TOLERANCE}), got norms in "
+                     f"[{low:.4g}, {high:.4g}]; {advice}")

@@ -14,7 +14,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import Config, ConfigError
-from .data import available_presets, build_dataset, build_transform, dataset_info
+from .data import available_presets, build_dataset, build_transform, dataset_info, dataset_keywords
 from .data.base import IndexedDataset
 from .plugins import import_modules
 from .registry import BACKBONES, DATASETS
@@ -56,6 +56,7 @@ def build_datasets(config: Config) -> tuple[IndexedDataset, IndexedDataset, Inde
     import_modules(config.run.imports)
     data = config.data
     DATASETS.get(data.dataset)  # the registry's error, listing every known data set
+    _check_data_kwargs(data.dataset, data.kwargs)
     preset = data.transform or dataset_info(data.dataset).preset
     if preset is None:
         raise ConfigError(
@@ -78,6 +79,26 @@ def build_run(config: Config) -> RunParts:
     train_set, eval_train_set, test_set = build_datasets(config)
     seed_everything(config.run.seed)
     return RunParts(build_model(config), train_set, eval_train_set, test_set)
+
+
+#: Builder keywords that have their own config key.
+_KEYS_OF = {"root": "is data.root; set it there", "download": "is data.download; set it there",
+            "subset": "is data.subset; set it there", "transform": "is data.transform (a preset); set it there",
+            "split": "is set by the run (it builds the train and the test split); remove it"}
+
+
+def _check_data_kwargs(dataset: str, kwargs: dict[str, Any]) -> None:
+    """``data.kwargs`` holds only keywords of the data set's own (a one-line ConfigError otherwise)."""
+    accepted = dataset_keywords(dataset)
+    for key in kwargs:
+        if key in _KEYS_OF:
+            raise ConfigError(f"data.kwargs: {key!r} {_KEYS_OF[key]}")
+        if accepted is not None and key not in accepted:
+            raise ConfigError(
+                f"data.kwargs: data set {dataset!r} has no keyword {key!r}; its own keywords: "
+                f"{', '.join(accepted) or 'none'} (root, download and subset are data.root, data.download and "
+                "data.subset)"
+            )
 
 
 def _channels(config: Config) -> int:

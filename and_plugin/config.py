@@ -228,6 +228,10 @@ class EvalConfig:
         probe_layers: Backbone layers the linear probes read (e.g. conv1..conv5, fc).
         probe_epochs: Epochs of each linear probe.
         probe_lr: Learning rate of the linear probes.
+        collapse_cosine: Warn (a ``CollapseWarning`` and a ``collapse_warning`` entry in the
+            metrics) when the memory bank's mean cosine reaches this at an epoch end while the
+            loss sits at its uniform-softmax value: the features collapsed (see
+            :mod:`and_plugin.collapse`); null turns the check off.
     """
 
     monitor: str = "knn"
@@ -239,6 +243,7 @@ class EvalConfig:
     probe_layers: list[str] = field(default_factory=lambda: ["fc"])
     probe_epochs: int = 10
     probe_lr: float = 0.1
+    collapse_cosine: float | None = 0.95
 
     def validate(self) -> None:
         from .evaluation import monitor  # noqa: F401  (fills EVALUATORS)
@@ -250,6 +255,8 @@ class EvalConfig:
         _require(self.every_epochs >= 0, "eval.every_epochs", self.every_epochs, "an integer >= 0")
         _require(self.probe_epochs >= 1, "eval.probe_epochs", self.probe_epochs, "an integer >= 1")
         _require(self.probe_lr > 0, "eval.probe_lr", self.probe_lr, "a number > 0")
+        _require(self.collapse_cosine is None or 0 < self.collapse_cosine <= 1, "eval.collapse_cosine",
+                 self.collapse_cosine, "null or a number in (0, 1]")
 
 
 @dataclass

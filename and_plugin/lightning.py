@@ -22,6 +22,7 @@ and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
   without indices, ``num_samples`` not its length, ``max_epochs`` ending before the first
   discovery, ``strategy="ddp_spawn"``): see :mod:`and_plugin.lightning_checks`;
 - :class:`KNNMonitor` is a callback logging weighted-kNN top-1 (lightly's ``knn_predict``).
+- :class:`CollapseMonitor` (added by the module itself) warns when the features collapse.
 
 Example:
     >>> import pytorch_lightning as pl  # doctest: +SKIP
@@ -31,16 +32,20 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import lightning_checks as checks
+from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, load_config
 from .distributed import get_world_size
 from .method import ANDMethod, forward_views
@@ -155,14 +160,14 @@ class ANDModule(pl.LightningModule):
         if epoch == 0 and self.current_epoch < self.total_epochs and self.method.round != round_index:
             state = self.method.start_round(round_index, self._bank_features)
             if state is not None:
-                self.log("anchors", float(state.num_anchors), rank_zero_only=True)
+                self.log("anchors", float(state.num_anchors), sync_dist=True)  # equal on every rank
         if self.lr_schedule == "paper":
             lr = learning_rate(self.and_config, epoch, epochs)
             for optimizer in self.trainer.optimizers:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-            self.log("lr", lr, rank_zero_only=True)
-        self.log("round", float(round_index), rank_zero_only=True)
+            self.log("lr", lr, sync_dist=True)
+        self.log("round", float(round_index), sync_dist=True)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> Tensor:
         """Eq 7 of one batch ``(images or [views], targets, indices)`` against the bank."""
@@ -196,6 +201,13 @@ class ANDModule(pl.LightningModule):
         if CHECKPOINT_KEY not in checkpoint:
             raise KeyError(f"checkpoint: no {CHECKPOINT_KEY!r} entry; it was not written by an ANDModule")
         self.method.load_state_dict(checkpoint[CHECKPOINT_KEY])
+
+    # ------------------------------------------------------------- callbacks
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The collapse check (:class:`CollapseMonitor`) unless ``eval.collapse_cosine`` is null."""
+        threshold = self.and_config.eval.collapse_cosine
+        return [] if threshold is None else [CollapseMonitor(threshold)]
 
     # ------------------------------------------------------------- internals
 
@@ -242,18 +254,21 @@ class KNNMonitor(pl.Callback):
 
     Features of ``train_loader`` (training images, test transform) vote for the class of each
     image of ``test_loader``; with ``bank=True`` the memory bank rows vote too (``knn_bank``).
-    Every rank computes the same numbers (same weights, full loaders), so no rank waits.
+    Every rank computes the same numbers (same weights, full loaders, and rank 0's BatchNorm
+    statistics, lent for the evaluation: DDP gives every rank rank 0's buffers at the next
+    step), so no rank waits, and they are logged with ``sync_dist=True``.
 
     Args:
-        train_loader: Yields ``(images, targets, indices)`` of the training images (test
-            transform, sequential).
-        test_loader: Yields ``(images, targets, indices)`` of the test images.
+        train_loader: Yields ``(images, targets)`` or ``(images, targets, indices)`` of the
+            training images (test transform, sequential); ``bank=True`` needs the indices.
+        test_loader: Yields ``(images, targets)`` or ``(images, targets, ...)`` of the test
+            images (lightly's ``LightlyDataset`` yields filenames third: fine here).
         num_classes: C.
         k: Neighbours of the vote (200 in the paper).
         temperature: σ of the vote weights.
         every_n_epochs: Evaluate every this many epochs; None (default) at the end of every
             AND round.
-        bank: Also report the bank's kNN (needs ``train_loader``'s dataset in bank order).
+        bank: Also report the bank's kNN (needs ``train_loader``'s dataset indices).
 
     Attributes:
         history: ``[{"epoch", "round", "knn", "knn_bank"?}, ...]``, one per evaluation.
@@ -279,16 +294,50 @@ class KNNMonitor(pl.Callback):
         self.bank = bank
         self.history: list[dict[str, Any]] = []
 
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # One batch of each loader now, so a wrong layout fails before the first round, not after it.
+        for name, loader in (("train_loader", self.train_loader), ("test_loader", self.test_loader)):
+            _, _, indices = self._split(name, next(iter(loader)))
+            if name == "train_loader" and self.bank:
+                self._bank_rows(indices, pl_module.device)
+
+    def _split(self, name: str, batch: Any) -> tuple[Tensor, Any, Any]:
+        """``(images (first view), targets, third item or None)`` of one batch."""
+        if not isinstance(batch, (list, tuple)) or len(batch) not in (2, 3):
+            got = f"a {len(batch)}-tuple" if isinstance(batch, (list, tuple)) else f"a {type(batch).__name__}"
+            raise ValueError(f"KNNMonitor: {name} must yield (images, targets) or (images, targets, indices) "
+                             f"batches, got {got}")
+        images = batch[0][0] if isinstance(batch[0], (list, tuple)) else batch[0]
+        return images, batch[1], batch[2] if len(batch) == 3 else None
+
+    def _bank_rows(self, indices: Any, device: torch.device) -> Tensor:
+        """The bank rows of a ``train_loader`` batch; a one-line error when it has no indices."""
+        if indices is None:
+            raise ValueError("KNNMonitor: train_loader yields (images, targets) batches; the bank's kNN (bank=True) "
+                             "needs (images, targets, indices) with the dataset indices of the bank rows: wrap the "
+                             "data set in and_plugin.data.IndexedDataset, or pass bank=False")
+        if not (isinstance(indices, Tensor) and indices.dim() == 1 and not indices.is_floating_point()
+                and indices.dtype != torch.bool):
+            shown = (f"{type(indices).__name__} of {type(indices[0]).__name__} ({indices[0]!r}, ...)"
+                     if isinstance(indices, (list, tuple)) and len(indices) else
+                     (f"a {indices.dtype} tensor of shape {tuple(indices.shape)}" if isinstance(indices, Tensor)
+                      else type(indices).__name__))
+            raise ValueError("KNNMonitor: train_loader's third batch item must be the dataset indices (an integer "
+                             f"tensor) for the bank's kNN (bank=True), got {shown}; wrap the data set in "
+                             "and_plugin.data.IndexedDataset, or pass bank=False")
+        return indices.to(device)
+
     @torch.no_grad()
-    def _features(self, module: ANDModule, loader: DataLoader) -> tuple[Tensor, Tensor, Tensor]:
-        features, targets, indices = [], [], []
-        for images, batch_targets, batch_indices in loader:
-            if isinstance(images, (list, tuple)):
-                images = images[0]
+    def _features(self, module: ANDModule, loader: DataLoader, name: str,
+                  with_rows: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        features, targets, rows = [], [], []
+        for batch in loader:
+            images, batch_targets, batch_indices = self._split(name, batch)
             features.append(module(images.to(module.device)).float())
             targets.append(torch.as_tensor(batch_targets, device=module.device))
-            indices.append(torch.as_tensor(batch_indices, device=module.device))
-        return torch.cat(features), torch.cat(targets), torch.cat(indices)
+            if with_rows:
+                rows.append(self._bank_rows(batch_indices, module.device))
+        return torch.cat(features), torch.cat(targets), torch.cat(rows) if with_rows else None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
@@ -300,8 +349,10 @@ class KNNMonitor(pl.Callback):
 
         was_training = pl_module.training
         pl_module.eval()
-        train_features, train_targets, train_indices = self._features(pl_module, self.train_loader)  # type: ignore[arg-type]
-        test_features, test_targets, _ = self._features(pl_module, self.test_loader)  # type: ignore[arg-type]
+        with _rank_zero_buffers(pl_module):
+            train_features, train_targets, train_rows = self._features(
+                pl_module, self.train_loader, "train_loader", self.bank)  # type: ignore[arg-type]
+            test_features, test_targets, _ = self._features(pl_module, self.test_loader, "test_loader", False)  # type: ignore[arg-type]
         pl_module.train(was_training)
         k = min(self.k, train_features.shape[0])
 
@@ -314,11 +365,77 @@ class KNNMonitor(pl.Callback):
                                   "knn": top1(train_features)}
         if self.bank:
             bank = pl_module.method.bank.bank  # type: ignore[union-attr]
-            record["knn_bank"] = top1(bank[train_indices.to(bank.device)].float().to(train_features.device))
+            record["knn_bank"] = top1(bank[train_rows.to(bank.device)].float().to(train_features.device))  # type: ignore[union-attr]
         self.history.append(record)
         for key in ("knn", "knn_bank"):
-            if key in record:
-                pl_module.log(key, record[key], prog_bar=key == "knn")
+            if key in record:  # the same on every rank: the sync only satisfies Lightning's check
+                pl_module.log(key, record[key], prog_bar=key == "knn", sync_dist=True)
 
 
-__all__ = ["CHECKPOINT_KEY", "ANDModule", "KNNMonitor"]
+class CollapseMonitor(pl.Callback):
+    """Warns when the features collapse: the check of :mod:`and_plugin.collapse`, at every epoch end.
+
+    :class:`ANDModule` adds it itself (``configure_callbacks``) unless ``eval.collapse_cosine``
+    is null. The epoch's loss is summed on the device from each step's output (no host sync
+    per step) and reduced over the ranks once per epoch; ``bank_cosine`` is logged every epoch.
+
+    Args:
+        max_cosine: ``eval.collapse_cosine``: see :class:`~and_plugin.collapse.CollapseCheck`.
+
+    Attributes:
+        check: The :class:`~and_plugin.collapse.CollapseCheck` (its ``warned`` message, if any).
+        history: ``[{"epoch", "round", "loss", "bank_cosine", "collapse_warning"?}, ...]``.
+    """
+
+    def __init__(self, max_cosine: float = 0.95) -> None:
+        super().__init__()
+        self.check = CollapseCheck(max_cosine)
+        self.history: list[dict[str, Any]] = []
+        self._sum: Tensor | None = None  # (loss x samples, samples) of the epoch, on the device
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sum = torch.zeros(2, dtype=torch.float64, device=pl_module.device)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if self._sum is not None and isinstance(loss, Tensor):
+            samples = len(batch[-1])
+            self._sum += torch.stack([loss.detach().double() * samples, loss.new_tensor(samples, dtype=torch.float64)])
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._sum is None or not pl_module.method.bank_initialised:  # type: ignore[union-attr]
+            return
+        total, samples = trainer.strategy.reduce(self._sum, reduce_op="sum").tolist()
+        loss = total / samples if samples else None
+        epoch = trainer.current_epoch
+        round_index, epoch_in_round, _ = pl_module.round_position(epoch)  # type: ignore[operator]
+        method = pl_module.method  # type: ignore[union-attr]
+        record = self.check.update(method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
+                                   method_uniform_loss(method), warn=trainer.is_global_zero)
+        self.history.append({"epoch": epoch, "round": round_index, "loss": loss, **record})
+        pl_module.log("bank_cosine", record["bank_cosine"], sync_dist=True)  # equal on every rank
+
+
+@contextmanager
+def _rank_zero_buffers(module: nn.Module) -> Iterator[None]:
+    """Lends every rank rank 0's buffers (BatchNorm statistics) for the block; restores its own after.
+
+    Under DDP each rank's running statistics are those of its own last batches until the next
+    step's broadcast; evaluating with them would give every rank different numbers.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        yield
+        return
+    buffers = list(module.buffers())
+    own = [b.detach().clone() for b in buffers]
+    for buffer in buffers:
+        dist.broadcast(buffer.data, src=0)
+    try:
+        yield
+    finally:
+        for buffer, saved in zip(buffers, own):
+            buffer.data.copy_(saved)
+
+
+__all__ = ["CHECKPOINT_KEY", "ANDModule", "CollapseMonitor", "KNNMonitor"]

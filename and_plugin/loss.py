@@ -16,8 +16,10 @@ fused attention) are in :mod:`and_plugin.kernels.bank_logsumexp`, dispatched fro
 
 Validation happens once, where a value enters: the constructor of :class:`NeighbourhoodLoss`
 checks τ and ``chunk_size``; the public functions check their arguments; the per-step path
-(``NeighbourhoodLoss.forward``) checks only shapes and dtypes, which need no host sync, and index
-ranges inside the gathers themselves (:func:`and_plugin.kernels.gather.select_rows`).
+(``NeighbourhoodLoss.forward``) checks shapes and dtypes, which need no host sync, index ranges
+inside the gathers themselves (:func:`and_plugin.kernels.gather.select_rows`), and that the
+features are finite unit rows (:func:`and_plugin._validation.check_rows`: a device-side
+assertion on CUDA, no host sync).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_int_at_least, check_positive, check_shape
+from ._validation import check_int_at_least, check_positive, check_rows, check_shape
 from .kernels.bank_logsumexp import fused_bank_logsumexp, streamed_bank_logsumexp
 from .kernels.gather import check_index_tensor, select_rows
 from .registry import LOSSES
@@ -125,6 +127,7 @@ def neighbourhood_loss(
     check_shape("features", features, (None, None))
     check_shape("bank", bank, (None, features.shape[1]))
     check_shape("positives", positives, (features.shape[0], None))
+    check_rows("features", features)
     if chunk_size is not None:
         check_int_at_least("chunk_size", chunk_size, 1)
     if positive_mask is None:
@@ -210,14 +213,16 @@ class NeighbourhoodLoss(nn.Module):
             A scalar, or shape (B,) for ``reduction="none"``.
 
         Raises:
-            ValueError: For a bad shape or dtype; on the CPU also for an index outside [0, N) (on
-                CUDA the gather itself refuses it: the check costs no host sync).
+            ValueError: For a bad shape or dtype; on the CPU also for an index outside [0, N) or
+                features that are not finite unit rows (on CUDA the gather and a device-side
+                assertion refuse them: the checks cost no host sync).
         """
         keys = bank.bank if hasattr(bank, "bank") else bank
         check_shape("features", features, (None, None))
         check_shape("bank", keys, (None, features.shape[1]))
         check_index_tensor("indices", indices)
         check_shape("indices", indices, (features.shape[0],))
+        check_rows("features", features)  # unit and finite; no host sync on CUDA
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
         if round_state is None:

@@ -55,7 +55,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._validation import check_choice
+from ._validation import check_choice, check_rows
 from .config import MethodConfig
 from .curriculum import EntropyCurriculum, RoundState
 from .distributed import broadcast_object, is_distributed
@@ -205,11 +205,17 @@ class ANDMethod:
 
         Returns:
             A scalar.
+
+        Raises:
+            ValueError: Features that are not finite unit rows (norm 1 ± 0.02); on CUDA a
+                device-side assertion instead (no host sync).
         """
         state = self.round_state
+        views = [features] if isinstance(features, Tensor) else _check_views(features)
+        for view in views:  # the bank's EMA (Eq 8) needs unit rows whatever the criterion
+            check_rows("features", view)
         if isinstance(features, Tensor):
             return self.criterion(features.float(), indices, self.bank, state)
-        views = _check_views(features)
         return torch.stack([self.criterion(v.float(), indices, self.bank, state) for v in views]).mean()
 
     def update_bank(self, features: Features, indices: Tensor) -> None:

@@ -251,7 +251,7 @@ def check_mining_inputs(
     _check_embeddings("embeddings", embeddings, None)
     width = embeddings.shape[1]
     size = None if state is None else state.num_samples
-    _check_labels("labels", labels, embeddings.shape[0], size)
+    _check_labels("labels", labels, "embeddings", embeddings.shape[0], size)
     if ref_emb is None:
         if ref_labels is not None:
             raise ValueError("ref_labels: given without ref_emb; pass both or neither")
@@ -259,7 +259,7 @@ def check_mining_inputs(
     _check_embeddings("ref_emb", ref_emb, width)
     if ref_labels is None:
         raise ValueError("ref_labels: required with ref_emb (the dataset index of every row, e.g. torch.arange(N))")
-    _check_labels("ref_labels", ref_labels, ref_emb.shape[0], size)
+    _check_labels("ref_labels", ref_labels, "ref_emb", ref_emb.shape[0], size)
 
 
 def _check_embeddings(name: str, tensor: Any, width: int | None) -> None:
@@ -273,14 +273,14 @@ def _check_embeddings(name: str, tensor: Any, width: int | None) -> None:
         raise ValueError(f"{name} must have d = {width} columns like embeddings, got shape {tuple(tensor.shape)}")
 
 
-def _check_labels(name: str, labels: Any, rows: int, size: int | None) -> None:
+def _check_labels(name: str, labels: Any, rows_of: str, rows: int, size: int | None) -> None:
     if not isinstance(labels, Tensor) or labels.dim() != 1:
         shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
         raise ValueError(f"{name} must be a 1-D integer tensor of dataset indices, got {shape}")
     if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
         raise ValueError(f"{name} must have an integer dtype, got {labels.dtype}")
     if labels.numel() != rows:
-        raise ValueError(f"{name} must have one entry per row ({rows}), got {labels.numel()}")
+        raise ValueError(f"{name} must have one entry per row of {rows_of} ({rows} rows), got {labels.numel()}")
     if labels.numel():
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (size is not None and high >= size):

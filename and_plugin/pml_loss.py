@@ -19,7 +19,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor
 
-from ._validation import check_indices, check_int_at_least, check_positive
+from ._validation import check_indices, check_int_at_least, check_positive, check_rows
 from .curriculum import EntropyCurriculum, RoundState
 from .loss import neighbourhood_loss
 from .memory_bank import MemoryBank
@@ -42,7 +42,7 @@ class _WriteBankInBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         indices, features, bank = ctx.written
-        bank.update(indices, features)
+        bank.update(indices, F.normalize(features.float(), dim=1))  # PML embeddings may have any length
         return grad, None, None
 
 
@@ -150,6 +150,7 @@ class ANDLoss(BaseMetricLossFunction):
         if labels is None:
             raise ValueError("labels: ANDLoss needs the batch's dataset indices as labels, got None")
         check_mining_inputs(embeddings, labels, ref_emb, ref_labels, self.current_state())
+        check_rows("embeddings", embeddings, unit=False)  # any length (normalised below), never NaN
         if ref_emb is None and self.memory_bank is not None:
             check_indices("labels", labels, self.memory_bank.size)
             labels = labels.long()

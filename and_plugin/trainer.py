@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import rundir
 from . import schedule as _schedule
 from .checkpoint import save_checkpoint
+from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, save_config
 from .curriculum import EntropyCurriculum, RoundState
 from .data.labels import targets_of
@@ -209,6 +210,7 @@ class Trainer:
                                         bank_knn=ev.bank_knn, batch_size=self.eval_batch_size,
                                         num_workers=config.data.num_workers)
         self.divergence = DivergenceMonitor(self.device)
+        self.collapse = None if ev.collapse_cosine is None else CollapseCheck(ev.collapse_cosine)
 
     # The method's parts, as attributes of the trainer (reporting and tests read them).
     @property
@@ -344,7 +346,11 @@ class Trainer:
             for images, indices in self._batches(global_epoch):
                 with autocast:
                     features = forward_views(self.train_model, images)  # (B, d), or one per view
-                loss = self.method.loss(features, indices)  # Eq 7
+                try:
+                    loss = self.method.loss(features, indices)  # Eq 7
+                except ValueError:  # e.g. NaN features (CPU): let the divergence check name this step
+                    self.divergence.observe(torch.zeros((), device=self.device), features)
+                    raise
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -360,7 +366,7 @@ class Trainer:
             totals = torch.tensor([total_loss, float(seen)], dtype=torch.float64, device=self.device)
             dist.all_reduce(totals)
             total_loss, seen = float(totals[0]), int(totals[1])
-        return {
+        record = {
             "kind": "epoch",
             "round": round_index,
             "epoch": epoch,
@@ -369,6 +375,14 @@ class Trainer:
             "images_per_s": seen / max(elapsed, 1e-9),
             "seconds": elapsed,
         }
+        return record | self._check_collapse(round_index, epoch, record["loss"])
+
+    def _check_collapse(self, round_index: int, epoch: int, loss: float) -> dict[str, Any]:
+        """``bank_cosine`` of the epoch, and a warning the first time the features look collapsed."""
+        if self.collapse is None:
+            return {}
+        return self.collapse.update(self.bank.bank, f"round {round_index}, epoch {epoch + 1}", loss,
+                                    method_uniform_loss(self.method), warn=is_main_process())
 
     def _check_divergence(self, collective: bool = True) -> None:
         """Stops a diverged epoch before it is checkpointed; its state goes to checkpoint.diverged.pt."""

@@ -124,6 +124,12 @@ CLI_CASES = [
     (["--output-dir", "empty", "data.batch_size=32"],
      r"data.batch_size must be <= the number of training images N = 16, got 32"),
     (["--output-dir", "empty", "method.neighbours=16"], r"method.neighbours: got 16, expected < the number of training"),
+    (["--output-dir", "empty", "data.kwargs.colour=1"],
+     r"^error: data.kwargs: data set 'synthetic' has no keyword 'colour'; its own keywords: image_size, channels, "
+     r"num_classes, train_size, test_size, seed \(root, download and subset are data.root, data.download and "
+     r"data.subset\)\n$"),
+    (["--output-dir", "empty", "data.kwargs.subset=4"],
+     r"data.kwargs: 'subset' is data.subset; set it there"),
     (["--slurm", "--slurm-profile", "no_such_profile"], r"slurm profile 'no_such_profile' does not exist"),
     (["--slurm", "--slurm-set", "nodes=0"], r"slurm profile '.*local.yaml': nodes must be an integer >= 1, got 0"),
     (["--slurm", "--slurm-set", "partitoin=gpu"], r"partitoin: unknown key \(did you mean 'partition'\?\)"),

@@ -295,7 +295,7 @@ def test_bad_construction_and_inputs():
         miner(emb, idx, torch.randn(8, 4, 1), torch.arange(8))
     with pytest.raises(ValueError, match="ref_emb must have a floating-point dtype, got torch.int64"):
         miner(emb, idx, torch.ones(8, 4, dtype=torch.long), torch.arange(8))
-    with pytest.raises(ValueError, match=r"ref_labels must have one entry per row \(8\), got 7"):
+    with pytest.raises(ValueError, match=r"^ref_labels must have one entry per row of ref_emb \(8 rows\), got 7$"):
         miner(emb, idx, torch.randn(8, 4), torch.arange(7))
     with pytest.raises(ValueError, match="ref_labels: required with ref_emb"):
         miner(emb, idx, torch.randn(8, 4))
@@ -303,3 +303,11 @@ def test_bad_construction_and_inputs():
         miner(emb, idx, torch.randn(8, 4), torch.arange(8).float())
     with pytest.raises(ValueError, match=r"embeddings must have shape \(rows, d\), got \(2,\)"):
         miner(torch.randn(2), idx)
+
+
+def test_row_count_errors_name_both_tensors():
+    miner = ANDMiner(round_state=STATE)
+    with pytest.raises(ValueError, match=r"^labels must have one entry per row of embeddings \(2 rows\), got 3$"):
+        miner(torch.randn(2, 4), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"^ref_labels must have one entry per row of ref_emb \(5 rows\), got 8$"):
+        miner(torch.randn(2, 4), torch.tensor([0, 1]), torch.randn(5, 4), torch.arange(8))

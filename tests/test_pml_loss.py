@@ -148,7 +148,7 @@ def test_owned_bank_is_written_by_eq8_during_backward():
     loss = loss_fn(x, idx)
     assert torch.equal(bank.bank, twin.bank)  # nothing written in forward
     loss.backward()
-    twin.update(idx, x.detach())
+    twin.update(idx, F.normalize(x.detach(), dim=1))  # the bank receives normalised embeddings
     assert torch.equal(bank.bank, twin.bank)
     with torch.no_grad():
         loss_fn(x, idx)  # evaluation: no write

@@ -45,6 +45,7 @@ __all__ = [
     "Reader",
     "build_dataset",
     "dataset_info",
+    "dataset_keywords",
     "default_root",
     "register_dataset",
     "subset_indices",
@@ -55,6 +56,8 @@ Transform = Callable[[Any], Any]
 Reader = Callable[..., tuple[Dataset, Sequence[int], Sequence[str]]]
 
 DATA_DIR_HINT = "pass --data-dir (the builder's root)"
+#: The keywords every builder of :func:`register_dataset` takes.
+COMMON_KEYWORDS = ("root", "split", "transform", "download", "subset")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,22 @@ def dataset_info(name: str) -> DatasetInfo:
     if not isinstance(info, DatasetInfo):
         raise ValueError(f"dataset_info: {name!r} was registered with info={info!r}; expected a DatasetInfo")
     return info if info.name == name else replace(info, name=name)
+
+
+def dataset_keywords(name: str) -> list[str] | None:
+    """The keywords data set ``name`` takes besides :data:`COMMON_KEYWORDS`; None when it takes any.
+
+    Raises:
+        KeyError: Naming the unknown data set and listing the known ones.
+    """
+    builder = DATASETS.get(name)
+    if hasattr(builder, "reader_keywords"):  # made by register_dataset
+        return None if builder.reader_keywords is None else list(builder.reader_keywords)
+    parameters = inspect.signature(builder).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters
+            if p.name not in COMMON_KEYWORDS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def build_dataset(name: str, root: str | None = None, split: str = "train", **kwargs: Any) -> IndexedDataset:
@@ -258,6 +277,11 @@ def register_dataset(
             **kwargs: Any,
         ) -> IndexedDataset:
             _check_subset(name, subset)
+            if own_keywords is not None:
+                for key in kwargs:
+                    if key not in own_keywords:
+                        allowed = ", ".join(COMMON_KEYWORDS + tuple(own_keywords))
+                        raise ValueError(f"{name}: unknown keyword {key!r}; {name} takes {allowed}")
             resolved = _check_split(name, split, splits, aliases)
             path = os.path.expanduser(os.fspath(root)) if root is not None else None
             base, targets, classes = read(path, resolved, download, **kwargs)
@@ -268,6 +292,11 @@ def register_dataset(
         build.__doc__ = _builder_doc(read, info, splits, aliases)
         # The signature shows **kwargs only when the reader takes keywords of its own (listed in the docstring).
         own = [n for n in inspect.signature(read).parameters if n not in ("root", "split", "download")]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(read).parameters.values())
+        own_keywords = None if takes_any else tuple(
+            n for n, p in inspect.signature(read).parameters.items()
+            if n not in ("root", "split", "download") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        build.reader_keywords = own_keywords  # type: ignore[attr-defined]
         if not own:
             common = [p for n, p in inspect.signature(build).parameters.items() if n != "kwargs"]
             build.__signature__ = inspect.Signature(common, return_annotation="IndexedDataset")  # type: ignore[attr-defined]
