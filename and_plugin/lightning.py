@@ -179,8 +179,9 @@ class ANDModule(pl.LightningModule):
         loss = self.method.loss(features, indices)
         # Eq 8 needs the features after the optimiser step: kept until on_train_batch_end.
         self._pending = (features, indices)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(indices),
-                 sync_dist=True)
+        # The step value is this rank's (no collective per step); the epoch mean is reduced once.
+        self.log("train_loss_step", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(indices), sync_dist=True)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -35,7 +35,7 @@ from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, save_config
 from .curriculum import EntropyCurriculum, RoundState
 from .data.labels import targets_of
-from .distributed import get_rank, get_world_size, is_distributed, is_main_process
+from .distributed import broadcast_object, get_rank, get_world_size, is_distributed, is_main_process
 from .divergence import DivergenceError, DivergenceMonitor
 from .evaluation.knn import extract_features
 from .evaluation import monitor as _monitor  # noqa: F401  (fills EVALUATORS)
@@ -265,8 +265,13 @@ class Trainer:
         self.checkpoint.save(self.state_dict())
 
     def maybe_resume(self) -> bool:
-        """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists."""
-        if not rundir.resume_decision(self.config, self.output_dir, is_main_process()):
+        """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists.
+
+        Under torch.distributed rank 0 decides for every rank: a rank that looked at the run
+        directory later could find the files rank 0 has begun to write (and refuse to start, or
+        resume alone).
+        """
+        if not self._resume_decision():
             return False
         state = self.checkpoint.load()  # on the CPU: RNG states must stay CPU ByteTensors
         if state is None:
@@ -275,6 +280,23 @@ class Trainer:
                                 self.checkpoint_path)
         self.load_state_dict(state)
         return True
+
+    def _resume_decision(self) -> bool:
+        if not is_distributed():
+            return rundir.resume_decision(self.config, self.output_dir)
+        decision: tuple[bool, str | None] = (False, None)
+        error: rundir.RunDirError | None = None
+        if is_main_process():
+            try:
+                decision = (rundir.resume_decision(self.config, self.output_dir), None)
+            except rundir.RunDirError as raised:
+                error, decision = raised, (False, str(raised))
+        resume, message = broadcast_object(decision)  # type: ignore[misc]
+        if error is not None:
+            raise error
+        if message is not None:
+            raise rundir.RunDirError(message)
+        return resume
 
     # --------------------------------------------------------------- training
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -60,6 +61,9 @@ def _worker(rank: int, world: int, port: int, output_dir: str, result_dir: str) 
         data = tiny_dataset(n=N)
         trainer = Trainer(_config(output_dir), tiny_backbone(), data, data, data)
         assert isinstance(trainer.train_model, torch.nn.parallel.DistributedDataParallel)
+        # Rank 1 starts late, as a loaded node would: rank 0 has begun writing the run directory
+        # by then, and rank 1 must still join the same new run (not refuse it, nor resume alone).
+        time.sleep(3.0 * rank)
         trainer.fit()
         torch.save(_snapshot(trainer), os.path.join(result_dir, f"rank{rank}.pt"))
     finally:
