@@ -472,6 +472,23 @@ def test_code_on_the_pages_fits_88_columns():
     assert not long, f"code lines over {MAX_CODE_COLUMNS} columns (clipped at 1280 px):\n" + "\n".join(long)
 
 
+#: Scripts the pages link to and readers open next to them: formatted at the same width.
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
+
+
+def long_source_lines(path: Path) -> list[str]:
+    """``examples/file.py:line (n columns)`` for every line wider than :data:`MAX_CODE_COLUMNS`."""
+    return [f"{path.relative_to(REPO)}:{number} ({len(line)} columns)"
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > MAX_CODE_COLUMNS]
+
+
+def test_the_examples_fit_88_columns():
+    assert EXAMPLES, "no scripts under examples/"
+    long = [entry for path in EXAMPLES for entry in long_source_lines(path)]
+    assert not long, (f"example lines over {MAX_CODE_COLUMNS} columns (`ruff format --line-length "
+                      f"{MAX_CODE_COLUMNS}`, then wrap comments and strings):\n" + "\n".join(long))
+
+
 def test_the_width_check_can_fail(tmp_path: Path) -> None:
     page = DOCS / "_width_probe.md"
     try:
@@ -479,6 +496,12 @@ def test_the_width_check_can_fail(tmp_path: Path) -> None:
         assert long_code_lines(page) == ["_width_probe.md:2 (99 columns)"]
     finally:
         page.unlink()
+    script = REPO / "examples" / "_width_probe.py"
+    try:
+        script.write_text("x = 1\n" + "y = " + "1 + " * 22 + "1\n")
+        assert long_source_lines(script) == ["examples/_width_probe.py:2 (93 columns)"]
+    finally:
+        script.unlink()
 
 
 def _api_extensions():
