@@ -56,6 +56,7 @@ extensions = [
     "and_accuracy_results",
     "and_api_pages",
     "and_figures",
+    "and_architecture_figure",
 ]
 
 source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
