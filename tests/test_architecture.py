@@ -47,7 +47,7 @@ def layer_table() -> dict[str, tuple[int, str]]:
 def api_modules() -> set[str]:
     """The modules the API pages document (``.. automodule::``), full names."""
     return {name for page in (REPO / "docs" / "api").glob("*.md")
-            for name in re.findall(r"^\.\. automodule:: ([\w.]+)", page.read_text(), re.M)}
+            for name in re.findall(r"^\.\. automodule:: ([\w.]+)", page.read_text(), re.MULTILINE)}
 
 
 def module_name(path: Path) -> str:
@@ -230,7 +230,7 @@ def test_the_figure_shows_real_modules_in_their_layers():
 def _smallest_text(svg: str) -> tuple[float, float]:
     """(viewBox width, smallest font size) of one drawing, in the drawing's units."""
     width = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg).group(1))
-    texts = re.findall(r"<text\b.*?</text>", svg, re.S)
+    texts = re.findall(r"<text\b.*?</text>", svg, re.DOTALL)
     sizes = [float(size) for text in texts for size in re.findall(r'font-size="([\d.]+)"', text)]
     unsized = [text for text in texts if 'font-size="' not in text]
     assert texts and not unsized, f"figure text without a font size: {unsized}"

@@ -563,7 +563,7 @@ def long_output_lines(page_html: str) -> list[str]:
     :data:`MAX_CODE_COLUMNS`: the page shows them cut off."""
     import html as html_lib
 
-    outputs = re.findall(r'<div class="output[^"]*">\s*<pre[^>]*>(.*?)</pre>', page_html, re.S)
+    outputs = re.findall(r'<div class="output[^"]*">\s*<pre[^>]*>(.*?)</pre>', page_html, re.DOTALL)
     lines = [line for block in outputs for line in html_lib.unescape(re.sub(r"<[^>]+>", "", block)).splitlines()]
     return [line for line in lines if len(line.rstrip()) > MAX_CODE_COLUMNS]
 
@@ -586,7 +586,7 @@ def test_notebook_output_fits_88_columns(site: Path) -> None:
 def test_a_number_and_its_spread_stay_on_one_line(site: Path) -> None:
     """``94.8 ± 0.6`` never wraps inside: the spaces around ± are no-break spaces."""
     page = (site / "results.html").read_text()
-    prose = re.sub(r"<[^>]+>", "", re.sub(r"<(code|pre|script)\b.*?</\1>", "", page, flags=re.S))
+    prose = re.sub(r"<[^>]+>", "", re.sub(r"<(code|pre|script)\b.*?</\1>", "", page, flags=re.DOTALL))
     assert "\u00a0±\u00a0" in prose or "&#160;±&#160;" in prose
     assert " ± " not in prose, "a breakable space next to ± on the results page"
 

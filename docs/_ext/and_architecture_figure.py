@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 from html import escape
-from typing import Any
+from itertools import pairwise
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -252,7 +253,7 @@ def narrow(hrefs: dict[str, str], title: str) -> str:
         c.box(key, x, y[key], w, h)
     labels = {("update", "bank"): "writes", ("bank", "curriculum"): "each round",
               ("curriculum", "state"): "writes"}
-    for a, b in zip(order, order[1:]):
+    for a, b in pairwise(order):
         colour = ROUND if a in ("bank", "curriculum", "state") else ARROW
         c.arrow([(x + w / 2, y[a] + h), (x + w / 2, y[b] - 2)], colour)
         if (a, b) in labels:
@@ -287,13 +288,13 @@ def figure_html(hrefs: dict[str, str], alt: str, caption_html: str) -> str:
 # ------------------------------------------------------------------------------------ Sphinx
 
 
-class architecture_figure(nodes.General, nodes.Element):  # noqa: N801  (docutils' node naming)
+class architecture_figure(nodes.General, nodes.Element):  # docutils' node naming
     """Placeholder until the module links can be resolved (``doctree-resolved``)."""
 
 
 class ArchitectureFigure(SphinxDirective):
     has_content = True
-    option_spec = {"alt": directives.unchanged_required}
+    option_spec: ClassVar[dict[str, Any]] = {"alt": directives.unchanged_required}
 
     def run(self) -> list[nodes.Node]:
         node = architecture_figure()
