@@ -24,6 +24,8 @@ import and_plugin
 # The notebooks' kernels inherit this: one thread, as the recorded numbers elsewhere on the site.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # plots shown inline
+# rich prints notebook output 115 columns wide by default; the page shows 88 (as the code).
+os.environ.setdefault("JUPYTER_COLUMNS", "88")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
 )
@@ -56,6 +58,8 @@ extensions = [
     "and_accuracy_results",
     "and_api_pages",
     "and_figures",
+    "and_architecture_figure",
+    "and_typography",
 ]
 
 source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}

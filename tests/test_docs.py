@@ -472,6 +472,23 @@ def test_code_on_the_pages_fits_88_columns():
     assert not long, f"code lines over {MAX_CODE_COLUMNS} columns (clipped at 1280 px):\n" + "\n".join(long)
 
 
+#: Scripts the pages link to and readers open next to them: formatted at the same width.
+EXAMPLES = sorted((REPO / "examples").glob("*.py"))
+
+
+def long_source_lines(path: Path) -> list[str]:
+    """``examples/file.py:line (n columns)`` for every line wider than :data:`MAX_CODE_COLUMNS`."""
+    return [f"{path.relative_to(REPO)}:{number} ({len(line)} columns)"
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > MAX_CODE_COLUMNS]
+
+
+def test_the_examples_fit_88_columns():
+    assert EXAMPLES, "no scripts under examples/"
+    long = [entry for path in EXAMPLES for entry in long_source_lines(path)]
+    assert not long, (f"example lines over {MAX_CODE_COLUMNS} columns (`ruff format --line-length "
+                      f"{MAX_CODE_COLUMNS}`, then wrap comments and strings):\n" + "\n".join(long))
+
+
 def test_the_width_check_can_fail(tmp_path: Path) -> None:
     page = DOCS / "_width_probe.md"
     try:
@@ -479,6 +496,12 @@ def test_the_width_check_can_fail(tmp_path: Path) -> None:
         assert long_code_lines(page) == ["_width_probe.md:2 (99 columns)"]
     finally:
         page.unlink()
+    script = REPO / "examples" / "_width_probe.py"
+    try:
+        script.write_text("x = 1\n" + "y = " + "1 + " * 22 + "1\n")
+        assert long_source_lines(script) == ["examples/_width_probe.py:2 (93 columns)"]
+    finally:
+        script.unlink()
 
 
 def _api_extensions():
@@ -518,6 +541,54 @@ def test_every_api_name_has_its_page_and_the_index_links_them(site: Path) -> Non
     assert not unlinked, f"names in the API index table without a link to their page: {unlinked}"
     page = (site / "api" / "generated" / "and_plugin.memory_bank.MemoryBank.html").read_text()
     assert "extra_repr" not in page, "extra_repr is rendered on the MemoryBank page"
+
+
+@pytest.mark.docs
+def test_the_architecture_figure_links_each_module_to_its_api_page(site: Path) -> None:
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        figure = importlib.import_module("and_architecture_figure")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    page = (site / "architecture.html").read_text()
+    assert 'class="and-arch-wide"' in page and 'class="and-arch-narrow"' in page, "no architecture figure"
+    hrefs = set(re.findall(r'<a href="([^"]+)"><text', page))
+    unlinked = [name for name in sorted(figure.modules_in_figure()) if not name.startswith("_")
+                and not any(href.endswith(f"#module-and_plugin.{name}") for href in hrefs)]
+    assert not unlinked, f"modules in the architecture figure without a link to their API page: {unlinked}"
+
+
+def long_output_lines(page_html: str) -> list[str]:
+    """The lines of a notebook page's cell outputs (text and rich's HTML) wider than
+    :data:`MAX_CODE_COLUMNS`: the page shows them cut off."""
+    import html as html_lib
+
+    outputs = re.findall(r'<div class="output[^"]*">\s*<pre[^>]*>(.*?)</pre>', page_html, re.DOTALL)
+    lines = [line for block in outputs for line in html_lib.unescape(re.sub(r"<[^>]+>", "", block)).splitlines()]
+    return [line for line in lines if len(line.rstrip()) > MAX_CODE_COLUMNS]
+
+
+def test_the_output_width_check_can_fail() -> None:
+    wide = "Baselines: raw pixels 94.5 %, untrained network 83.6 %. " + "x" * 60
+    page = f'<div class="output text_html"><pre><span style="x">{wide}</span>\nok</pre></div>'
+    assert long_output_lines(page) == [wide]
+
+
+@pytest.mark.docs
+def test_notebook_output_fits_88_columns(site: Path) -> None:
+    long = {name: long_output_lines((site / "tutorials" / f"{name}.html").read_text())
+            for name in ("quickstart", "pml-miner", "lightning")}
+    long = {name: lines for name, lines in long.items() if lines}
+    assert not long, f"notebook output wider than {MAX_CODE_COLUMNS} columns (cut off on the page): {long}"
+
+
+@pytest.mark.docs
+def test_a_number_and_its_spread_stay_on_one_line(site: Path) -> None:
+    """``94.8 ± 0.6`` never wraps inside: the spaces around ± are no-break spaces."""
+    page = (site / "results.html").read_text()
+    prose = re.sub(r"<[^>]+>", "", re.sub(r"<(code|pre|script)\b.*?</\1>", "", page, flags=re.DOTALL))
+    assert "\u00a0±\u00a0" in prose or "&#160;±&#160;" in prose
+    assert " ± " not in prose, "a breakable space next to ± on the results page"
 
 
 @pytest.mark.docs
