@@ -18,7 +18,7 @@ Validation happens once, where a value enters: the constructor of :class:`Neighb
 checks τ and ``chunk_size``; the public functions check their arguments; the per-step path
 (``NeighbourhoodLoss.forward``) checks shapes and dtypes, which need no host sync, index ranges
 inside the gathers themselves (:func:`and_plugin.kernels.gather.select_rows`), and that the
-features are finite unit rows (:func:`and_plugin._validation.check_rows`: a device-side
+features are finite unit rows (``check_rows``: a device-side
 assertion on CUDA, no host sync).
 """
 

@@ -486,8 +486,15 @@ def cmd_run(args: argparse.Namespace) -> Path:
 # ------------------------------------------------------------------------------------ report
 
 
-def plot(path: Path) -> Path | None:
-    """Draws ``<setting>.png``: kNN (recomputed) per round, mean ± sd band, both methods."""
+def plot(path: Path, out: Path | None = None, fontsize: int = 9) -> Path | None:
+    """Draws kNN per round (recomputed and bank), mean ± sd band, for every arm of one setting.
+
+    Args:
+        path: The setting's results file.
+        out: Where to save; ``<setting>.png`` beside the JSON by default (an ``.svg`` name gives a
+            vector figure without a date, as the docs draw it).
+        fontsize: Titles' size; the legend's is one less.
+    """
     try:
         import matplotlib
 
@@ -511,16 +518,19 @@ def plot(path: Path) -> Path | None:
             ax.plot(xs, mean, "o-", color=colour, label=label)
             ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
     for ax, title in zip(axes, ("kNN top-1, recomputed features (%)", "kNN top-1, memory bank (%)")):
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=fontsize)
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=fontsize - 1)
     seeds = len(result["seeds"])
     fig.suptitle(f"{result['study']} / {result['setting']} ({result['split']} split, {seeds} seeds, mean ± sd)",
-                 fontsize=9)
+                 fontsize=fontsize)
     fig.tight_layout()
-    out = path.with_suffix(".png")
-    fig.savefig(out, dpi=90)
+    out = out or path.with_suffix(".png")
+    if out.suffix == ".svg":
+        fig.savefig(out, format="svg", metadata={"Date": None})
+    else:
+        fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
 

@@ -14,6 +14,8 @@ figure is drawn from the JSON a command wrote, into ``docs/_generated/`` (not tr
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,6 @@ from sphinx.application import Sphinx
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy"
 OUT = ROOT / "docs" / "_generated"
-STYLES = (("instance", "tab:grey", "instance"), ("instance_restarts", "tab:orange", "instance, restarts"),
-          ("and", "tab:blue", "AND"))
 
 
 def _pyplot() -> Any:
@@ -37,44 +37,33 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(draw: Any, path: Path) -> None:
+    """``draw(temporary_svg_path)``, then the result moved to ``path`` only if it changed
+    (unchanged files keep Sphinx's cache valid)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp.svg")
-    fig.savefig(temporary, format="svg", metadata={"Date": None})
+    draw(temporary)
     text = temporary.read_text()
     temporary.unlink()
-    if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache valid
+    if not path.exists() or path.read_text() != text:
         path.write_text(text)
 
 
-def accuracy_figure(result_path: Path, out: Path) -> Path:
-    """kNN per epoch (recomputed and bank), mean ± sd band, for every method of one setting."""
-    import numpy as np
+@functools.lru_cache(maxsize=1)
+def _harness() -> Any:
+    """``benchmarks/accuracy.py`` (a script, not a package module), which draws the setting figures."""
+    spec = importlib.util.spec_from_file_location("and_accuracy_harness", ROOT / "benchmarks" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
-    plt = _pyplot()
-    result = json.loads(result_path.read_text())
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for method, colour, label in STYLES:
-        rows = result["summary"].get(method) or []
-        for ax, metric in zip(axes, ("knn", "knn_bank")):
-            points = [(r["epochs"], r[metric]) for r in rows if r.get(metric)]
-            if not points:
-                continue
-            xs = [p[0] for p in points]
-            mean = np.array([p[1]["mean"] for p in points])
-            sd = np.array([p[1]["sd"] for p in points])
-            ax.plot(xs, mean, "o-", color=colour, label=label)
-            ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.2)
-    for ax, title in zip(axes, ("kNN top-1, recomputed features (%)", "kNN top-1, memory bank (%)")):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epochs")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=9)
-    fig.suptitle(f"{result['study']} / {result['setting']} ({result['split']} split, "
-                 f"{len(result['seeds'])} seeds, mean ± sd)", fontsize=10)
-    fig.tight_layout()
-    _save(fig, out)
-    plt.close(fig)
+
+def accuracy_figure(result_path: Path, out: Path) -> Path:
+    """kNN per epoch (recomputed and bank), mean ± sd band, for every method of one setting: the
+    harness's own figure (``plot``), as SVG."""
+    _pyplot()
+    harness = _harness()
+    _save(lambda temporary: harness.plot(result_path, temporary, fontsize=10), out)
     return out
 
 
@@ -104,7 +93,7 @@ def curriculum_figure(quickstart: Path, out: Path) -> Path | None:
     ax.set_title(f"The entropy curriculum on {record['dataset']} ({record['train_images']:,} images, "
                  f"{record['epochs_per_round']} epochs per round)", fontsize=10)
     fig.tight_layout()
-    _save(fig, out)
+    _save(lambda temporary: fig.savefig(temporary, format="svg", metadata={"Date": None}), out)
     plt.close(fig)
     return out
 
