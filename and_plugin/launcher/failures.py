@@ -75,6 +75,8 @@ def wait_for(job: submitit.Job, console: Any = None, poll_s: float = 2.0) -> Any
     last_state = None
     while not job.done():
         state = job.state
+        if state == "UNKNOWN" and last_state in (None, "PENDING"):
+            state = "PENDING"  # sbatch accepted it; sacct has no record of it yet
         if state != last_state:
             console.print(f"job {job.job_id}: {state}", markup=False)
             last_state = state
