@@ -172,7 +172,8 @@ class PreemptionHandler:
             self._end_without_requeue(reason)
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         outcome = requeue_job(str(env.job_id), restarts)
-        self.log.info(f"Requeued job {env.job_id} ({outcome}; {countdown} remaining timeouts); "
+        more = f"; {self.signals - 1} later signal(s) ignored" if self.signals > 1 else ""
+        self.log.info(f"Requeued job {env.job_id} ({outcome}; {countdown} remaining timeouts{more}); "
                       "this attempt ends now, the next one resumes from the last checkpoint")
         _exit(0)
 
