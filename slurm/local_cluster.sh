@@ -27,6 +27,7 @@ CRED_EXPIRE="${AND_SLURM_CRED_EXPIRE:-10}"
 # How long `install` waits for another apt/dpkg process (unattended upgrades,
 # another install) to release its lock before giving up.
 APT_LOCK_TIMEOUT="${AND_SLURM_APT_LOCK_TIMEOUT:-900}"
+APT_LOCK_POLL="${AND_SLURM_APT_LOCK_POLL:-5}"
 
 CONF_DIR=/etc/slurm
 SLURM_CONF="$CONF_DIR/slurm.conf"
@@ -158,7 +159,8 @@ apt_get() {
             printf '%s\n' "$out" | tail -n 3 >&2
             return 0
         fi
-        if ! grep -qE 'Could not get lock|Unable to lock|Unable to acquire the dpkg frontend lock' <<<"$out"; then
+        # Only a lock another process holds is waited for ("are you root?" is not).
+        if ! grep -q 'Could not get lock' <<<"$out"; then
             printf '%s\n' "$out" >&2
             die "apt-get $1 failed (exit $rc)"
         fi
@@ -167,10 +169,10 @@ apt_get() {
             die "apt-get $1: another apt/dpkg process still holds the lock after ${APT_LOCK_TIMEOUT}s (AND_SLURM_APT_LOCK_TIMEOUT)"
         fi
         if ((waited == 0)); then
-            log "waiting for another apt/dpkg process to finish: $(grep -m1 -E 'Could not get lock|Unable to' <<<"$out")"
+            log "waiting for another apt/dpkg process to finish: $(grep -m1 'Could not get lock' <<<"$out")"
             waited=1
         fi
-        sleep 5
+        sleep "$APT_LOCK_POLL"
     done
 }
 
