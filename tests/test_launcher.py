@@ -462,7 +462,14 @@ def test_two_usr2_in_a_row_requeue_once(cluster, tmp_path, capsys):
     wait_for_position(job, run, (0, 1))
     for _ in range(2):
         subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
-    check_one_requeue_and_success(job, run, position(run), capsys)
+    interrupted_at = position(run)
+    # and more while the first is being acted on (they reach scontrol too) until the attempt ends
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and subprocess.run(
+            ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True).stdout.strip() == "RUNNING":
+        subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=False, capture_output=True)
+        time.sleep(0.1)
+    check_one_requeue_and_success(job, run, interrupted_at, capsys)
 
 
 @pytest.mark.slurm

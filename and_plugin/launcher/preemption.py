@@ -20,8 +20,9 @@ process by :class:`PreemptionHandler`:
 - In the main process the handler only writes one byte to a pipe (async-signal-safe: no lock,
   no fork, no exception). A thread waiting on that pipe does the work, outside the handler,
   once: on rank 0 it writes submitit's checkpoint (the same job, resuming; atomically), runs
-  ``scontrol requeue`` with SIGTERM ignored (the requeue makes SLURM send SIGTERM to every
-  process of the job, ``scontrol`` included) and ends this attempt with ``os._exit`` so it
+  ``scontrol requeue`` deaf to SIGTERM and ``USR2`` (the requeue makes SLURM send SIGTERM to
+  every process of the job, ``scontrol`` included, and a second ``USR2`` reaches it as well)
+  and ends this attempt with ``os._exit`` so it
   cannot train on. A requeue that SLURM reports as failed while the job's restart count has
   already gone up (a second signal, an administrator, SLURM itself) counts as done. Ranks other
   than 0 only log: rank 0 requeues the whole job.
@@ -39,6 +40,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -55,10 +57,25 @@ class RequeueError(RuntimeError):
     """``scontrol requeue`` failed and the job was not requeued by anyone else either."""
 
 
+#: Signals a requeue (and a preemption) sends to every process of the job, ``scontrol`` included.
+JOB_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def _scontrol(*args: str) -> subprocess.CompletedProcess[str]:
-    """``scontrol ARGS`` with SIGTERM ignored (``trap '' TERM`` survives ``exec``; no ``preexec_fn``)."""
-    return subprocess.run(["sh", "-c", 'trap "" TERM; exec scontrol "$@"', "scontrol", *args],
-                          capture_output=True, text=True, timeout=SCONTROL_TIMEOUT_S, check=False)
+    """``scontrol ARGS``, deaf to the job's signals: the calling thread blocks them (see
+    :meth:`PreemptionHandler._serve`; a child inherits the mask) and ``trap ''`` ignores them
+    (that survives ``exec``), with no ``preexec_fn`` (which forks through Python's fork hooks).
+
+    Its output goes to a temporary file, not a pipe: a DataLoader worker forked by the main
+    thread meanwhile would inherit the pipe's write end and keep it open, so reading the pipe
+    to its end would wait for the worker instead of ``scontrol`` (and SLURM kills the job first).
+    """
+    with tempfile.TemporaryFile("w+") as out:
+        done = subprocess.run(["sh", "-c", 'trap "" TERM USR1 USR2; exec scontrol "$@"', "scontrol", *args],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                              timeout=SCONTROL_TIMEOUT_S, check=False)
+        out.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), "")
 
 
 def restart_count(job_id: str) -> int | None:
@@ -84,17 +101,20 @@ def requeue_job(job_id: str, restarts: int) -> str:
     Raises:
         RequeueError: ``scontrol requeue`` failed and the job's restart count did not go up.
     """
-    try:
-        done = _scontrol("requeue", job_id)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        done = subprocess.CompletedProcess(["scontrol"], -1, "", f"{type(error).__name__}: {error}")
-    if done.returncode == 0:
-        return "requeued"
-    now = restart_count(job_id)
-    if now is not None and now > restarts:
-        return f"already requeued (restart count {now}; scontrol said: {done.stderr.strip() or done.returncode})"
+    for _ in range(3):  # again only when scontrol died of a signal before it could ask
+        try:
+            done = _scontrol("requeue", job_id)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            done = subprocess.CompletedProcess(["scontrol"], 1, f"{type(error).__name__}: {error}", "")
+        if done.returncode == 0:
+            return "requeued"
+        now = restart_count(job_id)
+        if now is not None and now > restarts:
+            return f"already requeued (restart count {now}; scontrol said: {done.stdout.strip() or done.returncode})"
+        if done.returncode > 0:
+            break
     raise RequeueError(f"scontrol requeue {job_id} failed (exit {done.returncode}): "
-                       f"{done.stderr.strip() or done.stdout.strip() or 'no output'}")
+                       f"{done.stdout.strip() or 'no output'}")
 
 
 def _ignore_usr2_in_child() -> None:
@@ -141,6 +161,9 @@ class PreemptionHandler:
             pass
 
     def _serve(self) -> None:
+        # The job's signals go to the main thread (whose handlers run there anyway), never to this
+        # one, and the children it starts (scontrol) inherit them blocked.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {*JOB_SIGNALS, self.signum})
         acted = False
         while os.read(self._read, 1):
             if acted:
