@@ -64,6 +64,16 @@ def _answer() -> dict:
     }
 
 
+def _fails_then_requeued() -> dict:
+    """Attempt 0 requeues its own job and then fails (as an attempt whose loader workers the
+    requeue ended does); attempt 1 succeeds."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts == 0:
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+        raise RuntimeError("attempt 0 ended by its requeue")
+    return {"restarts": restarts}
+
+
 try:  # submitit may be missing; the tests that need it skip then
     from submitit.helpers import Checkpointable as _Checkpointable
 except ImportError:  # pragma: no cover
@@ -243,3 +253,13 @@ def test_install_still_fails_at_once_on_other_apt_errors(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "apt-get install failed" in done.stderr
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.slurm
+def test_wait_for_ignores_the_result_of_an_attempt_that_was_requeued(cluster, tmp_path, _by_value):
+    """The failed result of an interrupted attempt is not the job's: --wait follows the requeued one."""
+    from and_plugin.launcher import wait_for
+
+    job = _executor(tmp_path).submit(_fails_then_requeued)
+    result = wait_for(job, poll_s=0.5)
+    assert result == {"restarts": 1}

@@ -142,6 +142,7 @@ class PreemptionHandler:
         self.signum = signum
         self.pid = os.getpid()
         self.signals = 0  # received by this process; written by the handler only
+        self.failed = False  # the requeue failed: this attempt trains on
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
         self._thread = threading.Thread(target=self._serve, name="and-preemption", daemon=True)
@@ -155,10 +156,30 @@ class PreemptionHandler:
         if os.getpid() != self.pid:
             return  # a forked child (a DataLoader worker) that got the signal before it could ignore it
         self.signals += 1
+        if self.signals == 1 and self.owner.env.global_rank == 0:
+            self._mute_worker_deaths()
         try:
             os.write(self._write, b"\x01")
         except OSError:  # the pipe is full: the thread has more signals to log than it needs
             pass
+
+    def _mute_worker_deaths(self) -> None:
+        """While rank 0 requeues, loader workers ended by the requeue's SIGTERM are not an error.
+
+        torch's SIGCHLD handler raises ``DataLoader worker ... is killed by signal: Terminated``
+        in the main thread as soon as a worker dies; it would fail the attempt (and write a
+        failed result) in the moment between the requeue and the end of the attempt. Here it is
+        passed over unless the requeue failed (torch also finds dead workers by polling them).
+        """
+        previous = signal.getsignal(signal.SIGCHLD)
+        if not callable(previous):
+            return
+
+        def on_child(signum: int, frame: Any) -> None:
+            if self.failed:
+                previous(signum, frame)
+
+        signal.signal(signal.SIGCHLD, on_child)
 
     def _serve(self) -> None:
         # The job's signals go to the main thread (whose handlers run there anyway), never to this
@@ -174,6 +195,7 @@ class PreemptionHandler:
             try:
                 self._act()
             except Exception as error:  # noqa: BLE001  (reported loudly; the attempt goes on until SLURM ends it)
+                self.failed = True
                 self._report_failure(f"preemption: the job could not be requeued: {type(error).__name__}: {error}")
 
     def _act(self) -> None:
