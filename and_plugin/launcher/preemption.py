@@ -39,9 +39,11 @@ import os
 import re
 import signal
 import subprocess
+import shutil
 import sys
 import tempfile
 import threading
+import time
 from typing import Any
 
 __all__ = ["PreemptionHandler", "RequeueError", "install_preemption_handler", "requeue_job"]
@@ -63,19 +65,34 @@ JOB_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 def _scontrol(*args: str) -> subprocess.CompletedProcess[str]:
     """``scontrol ARGS``, deaf to the job's signals: the calling thread blocks them (see
-    :meth:`PreemptionHandler._serve`; a child inherits the mask) and ``trap ''`` ignores them
-    (that survives ``exec``), with no ``preexec_fn`` (which forks through Python's fork hooks).
+    :meth:`PreemptionHandler._serve`; the child inherits the mask) and ``trap ''`` ignores them
+    (that survives ``exec``).
 
-    Its output goes to a temporary file, not a pipe: a DataLoader worker forked by the main
-    thread meanwhile would inherit the pipe's write end and keep it open, so reading the pipe
-    to its end would wait for the worker instead of ``scontrol`` (and SLURM kills the job first).
+    Started with ``os.posix_spawn`` and reaped with ``waitpid``; its output goes to a temporary
+    file. No pipe is involved — neither for the output nor, as ``subprocess`` uses, to learn
+    whether ``exec`` worked: a DataLoader worker the main thread forks meanwhile inherits every
+    open descriptor, and a pipe it holds open never reaches its end, so the requeue would wait
+    for that worker (which SLURM kills, with the job). No ``preexec_fn`` either (it forks through
+    Python's fork hooks).
     """
-    with tempfile.TemporaryFile("w+") as out:
-        done = subprocess.run(["sh", "-c", 'trap "" TERM USR1 USR2; exec scontrol "$@"', "scontrol", *args],
-                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=SCONTROL_TIMEOUT_S, check=False)
+    shell = shutil.which("sh") or "/bin/sh"
+    argv = [shell, "-c", 'trap "" TERM USR1 USR2; exec scontrol "$@"', "scontrol", *args]
+    with tempfile.TemporaryFile("w+") as out, open(os.devnull) as null:
+        pid = os.posix_spawn(shell, argv, dict(os.environ), file_actions=[
+            (os.POSIX_SPAWN_DUP2, null.fileno(), 0), (os.POSIX_SPAWN_DUP2, out.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, out.fileno(), 2)])
+        deadline = time.monotonic() + SCONTROL_TIMEOUT_S
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(argv, SCONTROL_TIMEOUT_S)
+            time.sleep(0.02)
         out.seek(0)
-        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), "")
+        return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out.read(), "")
 
 
 def restart_count(job_id: str) -> int | None:
