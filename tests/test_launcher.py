@@ -463,11 +463,16 @@ def test_two_usr2_in_a_row_requeue_once(cluster, tmp_path, capsys):
     for _ in range(2):
         subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
     interrupted_at = position(run)
-    # and more while the first is being acted on (they reach scontrol too) until the attempt ends
+    # and more while the first is being acted on (they reach scontrol too) until the attempt ends;
+    # scancel retries a job in transition ("try again later") every few seconds, which would
+    # preempt the next attempt as well: each try is given up after a second
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and subprocess.run(
             ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True).stdout.strip() == "RUNNING":
-        subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=False, capture_output=True)
+        try:
+            subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=False, capture_output=True, timeout=1)
+        except subprocess.TimeoutExpired:
+            break
         time.sleep(0.1)
     check_one_requeue_and_success(job, run, interrupted_at, capsys)
 
