@@ -26,7 +26,8 @@ Precedence, lowest first: recipe YAML, ``--config`` files, ``--smoke``, ``--data
 
 Errors: :func:`main` (what every recipe script and ``python -m and_plugin`` call) turns every
 user error — a bad key or value, malformed YAML, a run directory conflict, a missing or damaged
-checkpoint or data file — into one line ``error: ...`` on stderr and exit status 2; a failed
+checkpoint or data file, a job ``sbatch`` refuses — into one line ``error: ...`` on stderr and
+exit status 2; a failed
 SLURM job or a diverged run exits 1 with its reason. ``--debug`` shows tracebacks.
 
 Example:
@@ -233,7 +234,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 #: Errors printed as one line with exit status 2 (see :func:`exit_on_error`).
-USER_ERRORS = ("ConfigError (bad key/value/YAML, run directory conflict, profile)",
+USER_ERRORS = ("ConfigError (bad key/value/YAML, run directory conflict, profile, a job sbatch refused)",
                "ValueError (a bad argument: the package's checks name parameter, value and what is allowed)",
                "CheckpointError", "FileNotFoundError", "NotADirectoryError",
                "PIL.UnidentifiedImageError (corrupt image)", "KeyError 'unknown <kind> ...' (unknown registered name)")

@@ -24,6 +24,10 @@ START_TIMEOUT="${AND_SLURM_START_TIMEOUT:-90}"
 # How long a requeued job waits before it may start again (Slurm's default is
 # 120 s, which makes checkpoint/requeue tests crawl).
 CRED_EXPIRE="${AND_SLURM_CRED_EXPIRE:-10}"
+# How long `install` waits for another apt/dpkg process (unattended upgrades,
+# another install) to release its lock before giving up.
+APT_LOCK_TIMEOUT="${AND_SLURM_APT_LOCK_TIMEOUT:-900}"
+APT_LOCK_POLL="${AND_SLURM_APT_LOCK_POLL:-5}"
 
 CONF_DIR=/etc/slurm
 SLURM_CONF="$CONF_DIR/slurm.conf"
@@ -135,11 +139,41 @@ cmd_install() {
         return 0
     fi
     log "installing: ${missing[*]}"
-    apt-get update
+    apt_get update
     # Package postinst scripts try to start the services; in a container
     # without systemd that is refused, which is fine: `start` runs them.
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    apt_get install -y --no-install-recommends "${missing[@]}"
     log "install done"
+}
+
+# apt_get ARGS...: apt-get, waiting (up to APT_LOCK_TIMEOUT s) while another
+# apt or dpkg process holds its lock. `apt-get update` does not wait for the
+# lists lock by itself (DPkg::Lock::Timeout only covers the dpkg lock), so a
+# lock error is retried here; any other error fails at once.
+apt_get() {
+    local deadline=$((SECONDS + APT_LOCK_TIMEOUT)) out rc waited=0
+    while true; do
+        rc=0
+        out="$(apt-get -o DPkg::Lock::Timeout=60 "$@" 2>&1)" || rc=$?
+        if ((rc == 0)); then
+            printf '%s\n' "$out" | tail -n 3 >&2
+            return 0
+        fi
+        # Only a lock another process holds is waited for ("are you root?" is not).
+        if ! grep -q 'Could not get lock' <<<"$out"; then
+            printf '%s\n' "$out" >&2
+            die "apt-get $1 failed (exit $rc)"
+        fi
+        if ((SECONDS >= deadline)); then
+            printf '%s\n' "$out" >&2
+            die "apt-get $1: another apt/dpkg process still holds the lock after ${APT_LOCK_TIMEOUT}s (AND_SLURM_APT_LOCK_TIMEOUT)"
+        fi
+        if ((waited == 0)); then
+            log "waiting for another apt/dpkg process to finish: $(grep -m1 'Could not get lock' <<<"$out")"
+            waited=1
+        fi
+        sleep "$APT_LOCK_POLL"
+    done
 }
 
 # ----------------------------------------------------------------------------
@@ -484,6 +518,9 @@ cmd_status() {
 cmd_logs() {
     dump_logs
 }
+
+# Sourced (tests call single functions such as apt_get): define, do not run.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
     install) cmd_install ;;

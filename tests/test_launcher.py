@@ -4,12 +4,17 @@ The ``slurm`` tests submit real jobs through ``and_plugin.launcher.submit`` to t
 (``bash slurm/local_cluster.sh start``) and skip, with the reason, when it is not up. They cover
 a smoke run and its sbatch script, a failure inside a job reaching the user's terminal, a
 preemption that requeues the job and ends with exactly the weights and memory bank of an
-uninterrupted run, and a 2-process data-parallel job equal to a single process.
+uninterrupted run, and a 2-process data-parallel job equal to a single process; a preemption
+with 8 DataLoader workers and two USR2 in a row (one requeue, reported as a success), an
+administrator's ``scontrol requeue`` of an ``--overwrite`` job (it resumes), and jobs sbatch
+refuses (one line, exit 2, nothing left behind).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -26,12 +31,15 @@ from and_plugin.launcher import (
     JobFailedError,
     ProfileError,
     SlurmProfile,
+    SubmissionError,
     TrainingJob,
     check_before_submit,
     job_result,
     load_profile,
     submit,
+    wait_for,
 )
+from and_plugin.launcher.joblog import start_line
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "slurm" / "profiles" / "local.yaml"
@@ -57,6 +65,27 @@ def position(output_dir: Path) -> tuple[int, int]:
 
 def metrics(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def wait_for_position(job, output_dir: Path, at_least: tuple[int, int], timeout: float = 300) -> None:
+    """Waits until ``output_dir``'s checkpoint is at ``at_least`` (the deadline includes queueing)."""
+    deadline = time.monotonic() + timeout
+    while position(output_dir) < at_least:
+        assert not job.done(), f"job {job.job_id} ended before it could be interrupted: {job.state}"
+        assert time.monotonic() < deadline, f"job {job.job_id} did not reach {at_least} in {timeout} s ({job.state})"
+        time.sleep(0.2)
+
+
+def job_logs(job) -> tuple[str, str]:
+    """The job's stdout and stderr (every attempt appends to the same two files)."""
+    return tuple(Path(p).read_text() if Path(p).exists() else "" for p in (job.paths.stdout, job.paths.stderr))
+
+
+def sacct_states(job) -> list[str]:
+    """Every state the job went through (``sacct -D``: one line per attempt)."""
+    out = subprocess.run(["sacct", "-j", str(job.job_id), "-D", "-X", "-n", "-P", "-o", "State"],
+                         capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------- profiles
@@ -169,6 +198,30 @@ def test_other_problems_found_before_submission(tmp_path):
     check_before_submit(digits_config(tmp_path, "run.overwrite=true"), profile)
 
 
+def test_checks_against_the_data_run_before_submission(tmp_path):
+    """Batch > N and neighbours >= N need only the config and the data: refused here, not in the job."""
+    profile = load_profile(LOCAL)
+    with pytest.raises(ConfigError, match=r"^data.batch_size must be <= the number of training images N = 100 "
+                                          r"\(data set 'digits', data.subset=100\), got 128; nothing was submitted$"):
+        check_before_submit(digits_config(tmp_path, "data.subset=100", "data.batch_size=128"), profile)
+    with pytest.raises(ConfigError, match=r"^method.neighbours must be < the number of training images N = 100 "
+                                          r"\(data set 'digits', data.subset=100\), got 100; nothing was submitted$"):
+        check_before_submit(digits_config(tmp_path, "data.subset=100", "method.neighbours=100"), profile)
+    with pytest.raises(ConfigError, match=r"data.batch_size must be <= .*N = 1400 \(data set 'digits'\), got 2048"):
+        submit(digits_config(tmp_path / "out", "data.batch_size=2048"), LOCAL)
+    assert not (tmp_path / "out").exists()  # nothing was submitted
+    check_before_submit(digits_config(tmp_path, "data.subset=100", "data.batch_size=100", "method.neighbours=99"),
+                        profile)
+
+
+def test_start_line_names_the_last_finished_epoch():
+    plan = [(0, 3), (1, 2), (2, 2)]
+    assert start_line(plan, None, "/r", 0) == "starting round 0, epoch 1/3 (no checkpoint in /r; first attempt)"
+    assert start_line(plan, (0, 2), "/r", 1) == "resumed from round 0, epoch 2/3 (checkpoint.pt in /r; SLURM restart 1)"
+    assert start_line(plan, [1, 0], "/r", 2).startswith("resumed from round 0, epoch 3/3 (")
+    assert start_line(plan, (3, 0), "/r", 1).endswith("the run is finished, nothing is left to train")
+
+
 def test_training_job_runs_in_process_without_slurm(tmp_path):
     """The callable itself, outside any job: one process, resume forced on."""
     config = digits_config(tmp_path, "data.subset=200", "data.test_subset=100")
@@ -216,8 +269,21 @@ def test_recipe_smoke_run_with_slurm_and_its_sbatch_script(cluster, tmp_path, ca
     assert f"Submitted job {job.job_id}" in printed
     assert f"stdout:  {job.paths.stdout}" in printed and f"stderr:  {job.paths.stderr}" in printed
     assert f"tail -f {job.paths.stdout} {job.paths.stderr}" in printed
+    assert f"metrics: {run / 'metrics.jsonl'}" in printed
     assert f"squeue -j {job.job_id}" in printed
     assert f"job {job.job_id} finished" in printed
+    states = re.findall(rf"^job {job.job_id}: (\w+)$", printed, re.MULTILINE)
+    assert states and states[0] == "PENDING" and "UNKNOWN" not in states, printed
+
+    stdout, _ = job_logs(job)  # the log the submit message says to follow: where it starts, a line per epoch
+    assert f"starting round 0, epoch 1/1 (no checkpoint in {run}; first attempt)" in stdout
+    for m in epochs:
+        line = re.search(rf"^round {m['round']} epoch {m['epoch'] + 1}/1: loss ([\d.]+), lr (\S+), (\d+) img/s, ",
+                         stdout, re.MULTILINE)
+        assert line, stdout
+        assert float(line.group(1)) == pytest.approx(m["loss"], abs=1e-4)
+        assert float(line.group(2)) == pytest.approx(m["lr"], rel=1e-3)
+    assert re.search(r"^round 1 done: kNN top-1 [\d.]+", stdout, re.MULTILINE), stdout
 
 
 @pytest.mark.slurm
@@ -349,3 +415,136 @@ def test_a_failure_on_one_rank_ends_the_whole_job_with_its_reason(cluster, tmp_p
         submit(config, LOCAL, ["tasks_per_node=2"], wait=True, imports=[JOB_COMPONENTS])
     assert "--- task 1:" in str(error.value)
     assert time.monotonic() - started < 240
+
+
+# ------------------------------------------- preemption, requeue and rejections on SLURM
+
+#: 3 short epochs on 300 digits (the signal lands in the second), loader workers forked every epoch.
+PREEMPT = ("data.subset=300", "data.test_subset=100", "data.batch_size=50", "optim.round0_epochs=2",
+           "optim.epochs_per_round=1", "method.rounds=1", "eval.knn_k=10")
+
+
+def check_one_requeue_and_success(job, run: Path, interrupted_at: tuple[int, int], capsys) -> dict:
+    """What --wait reports and what the job went through after a preemption."""
+    result = wait_for(job, poll_s=1.0)  # the user's --wait: raises JobFailedError if the job is reported failed
+    stdout, stderr = job_logs(job)
+    assert f"job {job.job_id} finished" in capsys.readouterr().err
+    assert result["restarts"] == 1, f"requeued {result['restarts']} times; stderr:\n{stderr[-3000:]}"
+    assert result["resumed_from"] is not None and interrupted_at <= tuple(result["resumed_from"]) < (2, 0)
+    assert position(run) == (2, 0)  # the plan [(round 0, 2 epochs), (round 1, 1 epoch)] done
+    assert [(m["round"], m["epoch"]) for m in metrics(run) if m["kind"] == "epoch"] == [(0, 0), (0, 1), (1, 0)]
+    log = stdout + stderr  # submitit logs INFO to stdout, warnings and errors to stderr
+    assert len(re.findall(r"Requeued job", log)) == 1, log[-3000:]  # one process requeued, once
+    for symptom in ("CalledProcessError", "No file was saved", "exited unexpectedly", "Traceback"):
+        assert symptom not in log, f"{symptom!r} in the job's log:\n{log[-3000:]}"
+    assert "FAILED" not in sacct_states(job), sacct_states(job)
+    assert re.search(r"^resumed from round \d+, epoch \d+/\d+ \(checkpoint.pt in .*; SLURM restart 1\)$",
+                     stdout, re.MULTILINE), stdout
+    return result
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(400)
+def test_preemption_with_eight_loader_workers_requeues_once_and_reports_success(cluster, tmp_path, capsys):
+    """scancel --signal=USR2 reaches every process of the step, the 8 forked loader workers too."""
+    run = tmp_path / "run"
+    job = submit(digits_config(run, *PREEMPT, "data.num_workers=8"), LOCAL, ["cpus_per_task=1"])
+    wait_for_position(job, run, (0, 1))
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)  # what the how-to does
+    check_one_requeue_and_success(job, run, position(run), capsys)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(400)
+def test_two_usr2_in_a_row_requeue_once(cluster, tmp_path, capsys):
+    run = tmp_path / "run"
+    job = submit(digits_config(run, *PREEMPT, "data.num_workers=8"), LOCAL)
+    wait_for_position(job, run, (0, 1))
+    for _ in range(2):
+        subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    interrupted_at = position(run)
+    # and more while the first is being acted on (they reach scontrol too) until the attempt ends;
+    # scancel retries a job in transition ("try again later") every few seconds, which would
+    # preempt the next attempt as well: each try is given up after a second
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and subprocess.run(
+            ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True).stdout.strip() == "RUNNING":
+        try:
+            subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=False, capture_output=True, timeout=1)
+        except subprocess.TimeoutExpired:
+            break
+        time.sleep(0.1)
+    check_one_requeue_and_success(job, run, interrupted_at, capsys)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(400)
+def test_an_administrators_requeue_of_an_overwrite_job_resumes(cluster, tmp_path):
+    """scontrol requeue re-runs the original pickle (run.overwrite=true): it must resume, not restart."""
+    run = tmp_path / "run"
+    job = submit(digits_config(run, *PREEMPT, "run.overwrite=true"), LOCAL)
+    wait_for_position(job, run, (0, 1))
+    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    interrupted_at = position(run)
+    # The interrupted attempt may train on until SLURM kills it (KillWait) and even finish; the
+    # result that counts is the requeued attempt's, once SLURM has it completed.
+    deadline = time.monotonic() + 300
+    while not re.search(r"JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)\b.*\bRestarts=1\b", subprocess.run(
+            ["scontrol", "show", "job", "-o", str(job.job_id)], capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, f"the requeued attempt of job {job.job_id} did not end in 300 s"
+        time.sleep(0.5)
+    wait_done(job, timeout=60)
+    result = job_result(job)
+    stdout, _ = job_logs(job)
+    assert result["restarts"] == 1
+    assert result["resumed_from"] is not None, f"the requeued attempt started over; its log:\n{stdout[-2000:]}"
+    assert tuple(result["resumed_from"]) >= interrupted_at
+    # every epoch logged once: none of the first attempt's epochs was lost
+    assert [(m["round"], m["epoch"]) for m in metrics(run) if m["kind"] == "epoch"] == [(0, 0), (0, 1), (1, 0)]
+    assert re.search(r"^resumed from round \d+, epoch \d+/\d+ \(checkpoint.pt in .*; SLURM restart 1\)",
+                     stdout, re.MULTILINE), stdout
+
+
+@pytest.mark.slurm
+def test_an_already_requeued_job_counts_as_requeued(cluster, tmp_path):
+    from and_plugin.launcher.preemption import RequeueError, requeue_job
+
+    job_id = subprocess.run(["sbatch", "--parsable", "-p", "debug", "-t", "2", "-o", str(tmp_path / "out"),
+                             "--wrap", "sleep 60"], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        deadline = time.monotonic() + 60
+        while "RUNNING" not in subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True,
+                                              text=True).stdout:
+            assert time.monotonic() < deadline, "the sleep job did not start"
+            time.sleep(0.3)
+        assert requeue_job(job_id, restarts=0) == "requeued"
+        assert requeue_job(job_id, restarts=0).startswith("already requeued (restart count 1")
+        with pytest.raises(RequeueError, match=rf"scontrol requeue {job_id} failed"):
+            requeue_job(job_id, restarts=1)  # an attempt that was itself the requeued one: not requeued again
+    finally:
+        subprocess.run(["scancel", job_id], check=False)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("setting", ["partition=gpu_nosuch", "mem_gb=MORE"])
+def test_a_job_sbatch_refuses_is_one_line_exit_2_and_leaves_nothing(cluster, tmp_path, setting, capsys):
+    from and_plugin.cli import main
+
+    if setting == "mem_gb=MORE":  # more than the node has
+        node_mb = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%m"], capture_output=True, text=True,
+                                 check=True).stdout.split()[0].rstrip("+")
+        setting = f"mem_gb={int(node_mb) // 1024 * 2 + 2}"
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_status:
+        main(REPO / "recipes" / "configs" / "cifar10_alexnet.yaml",
+             ["--smoke", "--slurm", "--output-dir", str(run), "--slurm-set", setting])
+    assert exit_status.value.code == 2
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert len(printed) == 1, printed
+    assert printed[0].startswith("error: sbatch refused the job, nothing was submitted: ")
+    assert ("invalid partition specified: gpu_nosuch" if "partition" in setting
+            else "Memory specification can not be satisfied") in printed[0]
+    assert not run.exists(), sorted(p.name for p in run.rglob("*"))  # no .submission_file_*.sh, no *.pkl
+    with pytest.raises(SubmissionError):
+        submit(digits_config(run), LOCAL, [setting])

@@ -54,11 +54,24 @@ def _executor(folder: Path):
 
 
 def _answer() -> dict:
+    import and_plugin
+
     return {
         "job_id": os.environ["SLURM_JOB_ID"],
         "value": 6 * 7,
         "python": sys.executable,
+        "and_plugin": and_plugin.__file__,
     }
+
+
+def _fails_then_requeued() -> dict:
+    """Attempt 0 requeues its own job and then fails (as an attempt whose loader workers the
+    requeue ended does); attempt 1 succeeds."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    if restarts == 0:
+        subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+        raise RuntimeError("attempt 0 ended by its requeue")
+    return {"restarts": restarts}
 
 
 try:  # submitit may be missing; the tests that need it skip then
@@ -154,6 +167,10 @@ def test_submitit_returns_value_computed_in_job(cluster, tmp_path, _by_value):
     assert result["value"] == 42
     assert result["job_id"] == str(job.job_id)
     assert result["python"] == sys.executable
+    # the job imports the package the tests test (sbatch exports PYTHONPATH and the environment)
+    import and_plugin
+
+    assert result["and_plugin"] == and_plugin.__file__
 
 
 @pytest.mark.slurm
@@ -191,3 +208,58 @@ def test_submitit_checkpoint_and_requeue_on_preemption(cluster, tmp_path, _by_va
     stdout = job.paths.stdout.read_text() if job.paths.stdout.exists() else ""
     stderr = job.paths.stderr.read_text() if job.paths.stderr.exists() else ""
     assert "requeue" in (stdout + stderr).lower()
+
+
+def test_install_waits_for_another_apt_process_to_release_its_lock(tmp_path):
+    """`local_cluster.sh install` used to fail at once when another apt process held the lock."""
+    import fcntl
+    import shutil
+
+    if shutil.which("apt-get") is None:
+        pytest.skip("no apt-get here (not Debian/Ubuntu)")
+    lists = tmp_path / "lists"
+    (lists / "partial").mkdir(parents=True)
+    (tmp_path / "parts").mkdir()
+    # apt-get update against an empty source list and its own lists directory: it takes that
+    # directory's lock exactly as a real update does, and needs no network.
+    options = (f"-o Dir::State::Lists={lists} -o Dir::Etc::SourceList=/dev/null "
+               f"-o Dir::Etc::SourceParts={tmp_path / 'parts'}")
+    lock = open(lists / "lock", "w")
+    fcntl.lockf(lock, fcntl.LOCK_EX)  # what a running apt holds (an fcntl write lock)
+    script = REPO / "slurm" / "local_cluster.sh"
+    started = time.monotonic()
+    shell = subprocess.Popen(["bash", "-c", f'source "{script}" && apt_get {options} update'],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "AND_SLURM_APT_LOCK_POLL": "0.5", "AND_SLURM_APT_LOCK_TIMEOUT": "60"})
+    try:
+        time.sleep(3)
+        assert shell.poll() is None, f"apt_get gave up while the lock was held: {shell.communicate()}"
+    finally:
+        lock.close()  # the other apt process ends
+    out, err = shell.communicate(timeout=60)
+    assert shell.returncode == 0, err
+    assert time.monotonic() - started >= 3
+    assert "waiting for another apt/dpkg process to finish: E: Could not get lock" in err
+
+
+def test_install_still_fails_at_once_on_other_apt_errors(tmp_path):
+    import shutil
+
+    if shutil.which("apt-get") is None:
+        pytest.skip("no apt-get here (not Debian/Ubuntu)")
+    script = REPO / "slurm" / "local_cluster.sh"
+    started = time.monotonic()
+    done = subprocess.run(["bash", "-c", f'source "{script}" && apt_get install -y and-plugin-no-such-package'],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "apt-get install failed" in done.stderr
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.slurm
+def test_wait_for_ignores_the_result_of_an_attempt_that_was_requeued(cluster, tmp_path, _by_value):
+    """The failed result of an interrupted attempt is not the job's: --wait follows the requeued one."""
+    from and_plugin.launcher import wait_for
+
+    job = _executor(tmp_path).submit(_fails_then_requeued)
+    result = wait_for(job, poll_s=0.5)
+    assert result == {"restarts": 1}

@@ -7,18 +7,22 @@ One module per concern:
   such as ``nodes=4`` applied first; the sbatch options are checked by submitit itself).
 - :mod:`~and_plugin.launcher.job`: :class:`TrainingJob`, what runs inside the job once per task
   (process): ``torch.distributed`` from the SLURM environment, the device, then
-  :func:`and_plugin.run.run_training`; a requeued job (preemption, time limit, node failure)
-  continues from ``<output_dir>/checkpoint.pt``.
-- :mod:`~and_plugin.launcher.submission`: :func:`submit` checks the config, the data directory
-  and the run directory locally, then submits one job with ``nodes x tasks_per_node`` processes
-  and prints where to follow it.
+  :func:`and_plugin.run.run_training`; a requeued job (preemption, time limit, node failure, an
+  administrator's ``scontrol requeue``) continues from ``<output_dir>/checkpoint.pt``.
+- :mod:`~and_plugin.launcher.preemption`: the ``USR2`` handler; only the job's main process acts
+  on it, outside the handler (DataLoader workers ignore it), and "already requeued" is success.
+- :mod:`~and_plugin.launcher.joblog`: a line per epoch, and where the attempt started, in the
+  job's stdout.
+- :mod:`~and_plugin.launcher.submission`: :func:`submit` checks the config, the data (its size
+  against the batch and ``method.neighbours``) and the run directory locally, then submits one
+  job with ``nodes x tasks_per_node`` processes and prints where to follow it; a job ``sbatch``
+  refuses raises :class:`SubmissionError` and leaves no files behind.
 - :mod:`~and_plugin.launcher.failures`: :func:`wait_for` / :func:`job_result`; a failed job
   raises :class:`JobFailedError` with its reason and the end of its stderr.
 
-Preemption and time limits: SLURM (or submitit, 90 s before the time limit) sends ``USR2``;
-submitit calls :meth:`TrainingJob.checkpoint` on rank 0, which hands back the same job resuming,
-and requeues it (robustly to the SIGTERM the requeue itself sends, see
-:func:`~and_plugin.launcher.job.harden_requeue`). The trainer writes an atomic checkpoint after
+Preemption and time limits: SLURM (or submitit, 90 s before the time limit) sends ``USR2`` to
+every process of the job. Rank 0's main process writes submitit's checkpoint (the same job,
+resuming), runs ``scontrol requeue`` and ends; the trainer writes an atomic checkpoint after
 every epoch, so the requeued job continues from the last finished epoch; the interrupted epoch
 is redone identically (the shuffling and augmentation of an epoch depend on (seed, round,
 epoch, rank) only).
@@ -34,23 +38,31 @@ from __future__ import annotations
 
 from .failures import JobFailedError, error_text, job_result, wait_for
 from .job import DIST_TIMEOUT_MIN, TrainingJob, harden_requeue
+from .joblog import EpochLog
+from .preemption import PreemptionHandler, RequeueError, install_preemption_handler, requeue_job
 from .profile import PROFILE_FIELDS, PROFILES_DIR, ProfileError, SlurmProfile, load_profile, resolve_profile_path
-from .submission import FILELESS_DATASETS, check_before_submit, submit
+from .submission import FILELESS_DATASETS, SubmissionError, check_before_submit, submit
 
 __all__ = [
     "DIST_TIMEOUT_MIN",
     "FILELESS_DATASETS",
     "PROFILES_DIR",
     "PROFILE_FIELDS",
+    "EpochLog",
     "JobFailedError",
+    "PreemptionHandler",
     "ProfileError",
+    "RequeueError",
     "SlurmProfile",
+    "SubmissionError",
     "TrainingJob",
     "check_before_submit",
     "error_text",
     "harden_requeue",
+    "install_preemption_handler",
     "job_result",
     "load_profile",
+    "requeue_job",
     "resolve_profile_path",
     "submit",
     "wait_for",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import submitit
 
-__all__ = ["JobFailedError", "error_text", "failure_reason", "job_result", "wait_for"]
+__all__ = ["ACTIVE_STATES", "JobFailedError", "error_text", "failure_reason", "job_result", "slurm_state", "wait_for"]
 
 
 class JobFailedError(RuntimeError):
@@ -52,6 +53,22 @@ def failure_reason(text: str, fallback: str) -> str:
     return lines[-1] if lines else fallback
 
 
+#: SLURM job states of a job that has not ended (a requeued job passes through several of them).
+ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "COMPLETING",
+                           "CONFIGURING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"})
+
+
+def slurm_state(job_id: str) -> str | None:
+    """The state of the job's latest attempt (``sacct``), None when SLURM cannot tell."""
+    try:
+        out = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State"],
+                             capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.split()[0] for line in out.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 def job_result(job: submitit.Job) -> Any:
     """The result of rank 0 of a job with one or several tasks (raises the job's error).
 
@@ -73,11 +90,17 @@ def wait_for(job: submitit.Job, console: Any = None, poll_s: float = 2.0) -> Any
 
     console = console or Console(stderr=True)
     last_state = None
-    while not job.done():
+    while True:
         state = job.state
+        if state == "UNKNOWN" and last_state in (None, "PENDING"):
+            state = "PENDING"  # sbatch accepted it; sacct has no record of it yet
         if state != last_state:
             console.print(f"job {job.job_id}: {state}", markup=False)
             last_state = state
+        # A result written by an attempt that was then requeued (its processes ended by the
+        # requeue) is not the job's: wait while SLURM runs the job again.
+        if job.done() and slurm_state(job.job_id) not in ACTIVE_STATES:
+            break
         time.sleep(poll_s)
     try:
         result = job_result(job)

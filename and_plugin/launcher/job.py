@@ -2,37 +2,35 @@
 
 It sets up ``torch.distributed`` from the SLURM environment when there is more than one task
 (NCCL on GPUs, gloo on CPUs), picks the device (``cuda:<local rank>`` or ``cpu``) and runs
-:func:`and_plugin.run.run_training`.
+:func:`and_plugin.run.run_training`, printing a line per epoch to the job's stdout
+(:mod:`~and_plugin.launcher.joblog`).
 
 Run directory: the first attempt of a job with ``run.resume=false`` runs with
 ``run.resume="auto"`` (new if the directory is empty, which :func:`~and_plugin.launcher.submit`
-checked), and a requeued attempt always with ``"auto"``, so it continues from
-``<output_dir>/checkpoint.pt``; ``run.resume=true`` stays an error without a checkpoint.
+checked). Every requeued attempt (``SLURM_RESTART_COUNT > 0``) runs with ``run.resume="auto"``
+and ``run.overwrite=false``, whoever requeued it: submitit's checkpoint hands back the resuming
+config, but ``scontrol requeue`` by an administrator, or SLURM after a node failure, re-runs
+the original pickle, whose ``run.overwrite=true`` (``--overwrite``, ``--smoke``) would otherwise
+wipe the run and start again from epoch 0. ``run.resume=true`` stays an error without a checkpoint.
 
-Preemption and time limits: SLURM (or submitit, 90 s before the time limit) sends ``USR2``;
-submitit's handler calls :meth:`TrainingJob.checkpoint` on rank 0, which hands back the same
-job resuming, and runs ``scontrol requeue``. Requeueing makes SLURM end the job's processes
-with SIGTERM; ``scontrol`` itself is one of them, and when the TERM reached it before it had
-exited the handler failed (``CalledProcessError ... died with SIGTERM``), the job wrote a
-failure result and was reported lost although it was requeued. :func:`harden_requeue` runs
-``scontrol requeue`` with SIGTERM ignored and lets a second USR2 during the requeue be logged
-instead of starting another one.
+Preemption and time limits: see :mod:`~and_plugin.launcher.preemption` (only the job's main
+process acts on ``USR2``, outside the signal handler; DataLoader workers ignore it).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from ..config import config_from_dict, merge
+from .joblog import EpochLog, start_line
+from .preemption import install_preemption_handler
 
-__all__ = ["DIST_TIMEOUT_MIN", "TrainingJob", "harden_requeue", "import_user_modules"]
+__all__ = ["DIST_TIMEOUT_MIN", "TrainingJob", "harden_requeue", "import_user_modules", "install_preemption_handler"]
 
 #: Minutes torch.distributed waits in a collective before giving up (rank 0 evaluating, ...).
 DIST_TIMEOUT_MIN = int(os.environ.get("AND_DIST_TIMEOUT_MIN", "60"))
@@ -72,9 +70,10 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
         from ..run import run_training
 
-        harden_requeue()
+        install_preemption_handler()  # before any DataLoader worker is forked
         import_user_modules(self.imports)
-        config = config_from_dict(_first_attempt(config_dict))
+        restarts = _restart_count()
+        config = config_from_dict(_requeued(config_dict) if restarts > 0 else _first_attempt(config_dict))
         env = _job_environment()
         world = env.num_tasks if env is not None else 1
         local_rank = env.local_rank if env is not None else 0
@@ -94,7 +93,12 @@ class TrainingJob(submitit.helpers.Checkpointable):
             initialised_here = True
         try:
             resumed_from = _checkpoint_position(Path(config.run.output_dir)) if config.run.resume else None
-            result = run_training(config)  # build_run draws the initial weights from run.seed
+            if env is not None and env.global_rank == 0:  # the job's stdout, the log users follow
+                from ..trainer import round_plan
+
+                print(start_line(round_plan(config), resumed_from, config.run.output_dir, restarts), flush=True)
+            # build_run draws the initial weights from run.seed
+            result = run_training(config, callbacks=[EpochLog()] if env is not None else None)
         finally:
             if initialised_here and dist.is_initialized():
                 dist.destroy_process_group()
@@ -103,7 +107,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
             "rounds": [dict(record) for record in result.rounds],
             "final_knn": result.final_knn,
             "job_id": os.environ.get("SLURM_JOB_ID"),
-            "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
+            "restarts": restarts,
             "resumed_from": resumed_from,
             "world_size": world,
             "device": device,
@@ -111,52 +115,22 @@ class TrainingJob(submitit.helpers.Checkpointable):
         }
 
     def checkpoint(self, config_dict: dict[str, Any], *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        """Called by submitit on rank 0 at preemption / time-out: the same job, resuming.
+        """Called on rank 0 at preemption / time-out, outside the signal handler
+        (:mod:`~and_plugin.launcher.preemption`): the same job, resuming.
 
         The state itself is the trainer's last epoch checkpoint in ``output_dir``; nothing is
-        saved here (a save in the signal handler could catch the model mid-step).
+        saved here (the model may be mid-step).
         """
         return submitit.helpers.DelayedSubmission(self, _requeued(config_dict), *args, **kwargs)
 
 
-def _ignore_sigterm() -> None:  # runs in the child between fork and exec; SIG_IGN survives exec
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+#: The name earlier versions used for :func:`~and_plugin.launcher.preemption.install_preemption_handler`.
+harden_requeue = install_preemption_handler
 
 
-def harden_requeue() -> bool:
-    """Makes submitit's preemption handler of this process robust to the signals of a requeue.
-
-    Two races lost a requeued job: (1) ``scontrol requeue`` makes SLURM SIGTERM every process
-    of the job, the ``scontrol`` child included, which then died before reporting success;
-    (2) the preempting SIGTERM/USR2 pair arrives in either order, and a second USR2 while the
-    handler is still requeueing started another ``scontrol requeue`` of a job already leaving.
-    Here ``scontrol`` runs with SIGTERM ignored (it exits by itself once the request is made),
-    and the handler runs once per process: later USR2s are logged and ignored.
-
-    Returns:
-        True if submitit's handler was found and hardened (inside a submitit SLURM job).
-    """
-    from submitit.core.job_environment import SignalHandler
-
-    usr_sig = signal.SIGUSR2
-    handler = signal.getsignal(usr_sig)
-    owner = getattr(handler, "__self__", None)
-    if not isinstance(owner, SignalHandler) or getattr(owner, "_and_hardened", False):
-        return False
-    env = owner.env
-
-    def requeue(countdown: int) -> None:
-        subprocess.check_call(["scontrol", "requeue", str(env.job_id)], timeout=60, preexec_fn=_ignore_sigterm)
-        owner._logger.info(f"Requeued job {env.job_id} ({countdown} remaining timeouts)")
-
-    def once(signum: int, frame: Any) -> None:
-        signal.signal(signum, owner.bypass)  # a second USR2 during the requeue is only logged
-        owner.checkpoint_and_try_requeue(signum, frame)
-
-    env._requeue = requeue  # the instance of this process only
-    owner._and_hardened = True
-    signal.signal(usr_sig, once)
-    return True
+def _restart_count() -> int:
+    """``SLURM_RESTART_COUNT``: 0 on the first attempt, n after n requeues."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
 def _job_environment() -> Any:
