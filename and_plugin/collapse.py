@@ -8,7 +8,7 @@ reads two numbers the epoch already has, with one host sync per epoch and none p
   exactly, from the mean row m: for N unit rows x̃_j,
   ``mean_{i≠j} x̃_i·x̃_j = (N ‖m‖² − 1) / (N − 1)`` (one pass over the bank, no N x N matrix);
 - the epoch's mean **loss against the uniform-softmax value** of Eq 7: when every p_ij = 1/N,
-  L_i = log N − log |P(i)|, so ``uniform = log N − mean_i log |P(i)|`` (log N in round 0).
+  ``L_i = log N − log |P(i)|``, so ``uniform = log N − mean_i log |P(i)|`` (log N in round 0).
 
 A run is called collapsed when, at ``patience`` consecutive epoch ends, the bank's mean cosine
 is at least ``max_cosine`` and not falling (by more than :data:`SPREADING`), and (for Eq 7's
@@ -97,11 +97,11 @@ def bank_mean_cosine(bank: Tensor) -> Tensor:
 
 @torch.no_grad()
 def uniform_loss(num_samples: int, round_state: "RoundState | None" = None) -> float:
-    """Eq 7's mean loss when every softmax is uniform (p_ij = 1/N): log N − mean_i log |P(i)|.
+    """Eq 7's mean loss when every softmax is uniform (p_ij = 1/N): ``log N − mean_i log |P(i)|``.
 
     Args:
         num_samples: N.
-        round_state: The round's anchors and neighbours; None (round 0): |P(i)| = 1.
+        round_state: The round's anchors and neighbours; None (round 0): ``|P(i)| = 1``.
 
     Returns:
         log N in round 0; lower by the anchors' share of log(1 + k) in later rounds.
