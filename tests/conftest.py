@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,20 @@ def tiny_backbone(embedding_dim: int = 16, seed: int = 0) -> Backbone:
     torch.manual_seed(seed)
     conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
     return Backbone({"conv1": conv, "fc": nn.Linear(32, embedding_dim)}, embedding_dim)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback address, for a gloo process group's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def join_as_launched_rank(rank: int, world: int, port: int) -> None:
+    """Sets what torchrun / SLURM set for one process, so Lightning joins the processes already
+    started instead of launching its own."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), NODE_RANK="0")
 
 
 @pytest.fixture

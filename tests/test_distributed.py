@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import tiny_backbone, tiny_dataset
+from conftest import free_port, tiny_backbone, tiny_dataset
 
 from and_plugin import Trainer, load_config
 from and_plugin.checkpoint import load_checkpoint
@@ -70,11 +69,6 @@ def _worker(rank: int, world: int, port: int, output_dir: str, result_dir: str) 
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.mark.distributed
 def test_two_ranks_with_half_batches_match_one_rank_with_the_full_batch(tmp_path):
@@ -83,7 +77,7 @@ def test_two_ranks_with_half_batches_match_one_rank_with_the_full_batch(tmp_path
     single.fit()
     expected = _snapshot(single)
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path / "ddp"), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
     # every rank holds the same bank and the same weights, bit for bit

@@ -10,14 +10,13 @@ Lightning has nothing to warn about ``sync_dist``.
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.multiprocessing as mp
-from conftest import tiny_backbone, tiny_dataset
+from conftest import free_port, join_as_launched_rank, tiny_backbone, tiny_dataset
 from lightly.data import LightlyDataset
 from PIL import Image
 from torch import nn
@@ -119,15 +118,9 @@ def shuffled_labels(n: int = 100):
     return IndexedDataset(TensorDataset(data.base.tensors[0], labels), labels, data.classes)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, output_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    join_as_launched_rank(rank, world, port)
     torch.set_num_threads(1)
     data = shuffled_labels()
     module = ANDModule(bn_backbone(), len(data), config(output_dir, "optim.epochs_per_round=2"))
@@ -148,7 +141,7 @@ def _ddp_worker(rank: int, world: int, port: int, output_dir: str) -> None:
 
 @pytest.mark.distributed
 def test_ddp_ranks_report_the_same_numbers_with_batchnorm(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     # The condition under test: each rank's BatchNorm statistics are its own after the last step.
     assert not torch.equal(ranks[0]["running_mean"][0], ranks[1]["running_mean"][0])

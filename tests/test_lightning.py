@@ -9,13 +9,12 @@ strategy="ddp" (2 gloo processes) every rank holds one identical bank.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import pytorch_lightning as pl
 import torch
 import torch.multiprocessing as mp
-from conftest import tiny_backbone, tiny_dataset
+from conftest import free_port, join_as_launched_rank, tiny_backbone, tiny_dataset
 from lightly.transforms.multi_view_transform import MultiViewTransform
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
@@ -200,16 +199,9 @@ def test_bad_arguments_are_named(tmp_path):
 # ------------------------------------------------------------------------ DDP
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _ddp_worker(rank: int, world: int, port: int, output_dir: str) -> None:
-    # What torchrun / SLURM set: Lightning then joins these processes instead of launching its own.
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank), NODE_RANK="0")
+    join_as_launched_rank(rank, world, port)
     torch.set_num_threads(1)
     data = two_view_data(n=100) if output_dir.endswith("views") else tiny_dataset(n=100)
     module = ANDModule(tiny_backbone(), len(data), config(output_dir))
@@ -233,7 +225,7 @@ def test_lightning_ddp_keeps_one_bank_on_every_rank(tmp_path, kind):
     output_dir = tmp_path / kind
     output_dir.mkdir()
     start = ANDModule(tiny_backbone(), 100, config(output_dir)).method.bank.bank.clone()
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(output_dir)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(output_dir)), nprocs=2, join=True)
     ranks = [torch.load(output_dir / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert torch.equal(ranks[0]["bank"], ranks[1]["bank"])
     assert not torch.allclose(ranks[0]["bank"], start)
