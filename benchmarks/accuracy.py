@@ -223,6 +223,13 @@ def _schedule(overrides: list[str]) -> str:
     return schedules[-1] if schedules else load_config(DEFAULTS, []).optim.lr_schedule
 
 
+def _wait_until(done: Any, seconds: float) -> None:
+    """Polls ``done()`` (at most once a minute) until it is true or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(min(60.0, max(1.0, deadline - time.monotonic())))
+
+
 def reusable_instance(args: argparse.Namespace, results: Path, seed: int,
                       wait_seconds: float = 0.0) -> list[dict[str, Any]]:
     """Seed ``seed``'s instance points from ``--instance-from``, at this setting's budgets.
@@ -237,13 +244,8 @@ def reusable_instance(args: argparse.Namespace, results: Path, seed: int,
         SystemExit: The setting differs, or the seed is missing (after waiting), or its run does
             not reach every budget of this setting.
     """
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        other = _instance_source(args, results)
-        runs = other["per_seed"].get("instance", {})
-        if str(seed) in runs or time.monotonic() >= deadline:
-            break
-        time.sleep(min(60.0, max(1.0, deadline - time.monotonic())))
+    _wait_until(lambda: str(seed) in _instance_source(args, results)["per_seed"].get("instance", {}), wait_seconds)
+    runs = _instance_source(args, results)["per_seed"].get("instance", {})
     if str(seed) not in runs:
         raise SystemExit(f"--instance-from {args.instance_from}: has no instance run of seed {seed} "
                          f"(it has seeds {sorted(int(s) for s in runs)})")
@@ -420,9 +422,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
         raise SystemExit("--instance-from: leave 'instance' out of --arms (its runs are taken from there)")
     if args.instance_from:
         source = results / f"{args.instance_from}.json"
-        deadline = time.monotonic() + args.instance_wait
-        while not source.exists() and time.monotonic() < deadline:  # its first seed may still be training
-            time.sleep(min(60.0, max(1.0, deadline - time.monotonic())))
+        _wait_until(source.exists, args.instance_wait)  # its first seed may still be training
         _instance_source(args, results)  # refuse a mismatched setting before training anything
     scratch = Path(args.scratch) / args.study / args.setting
     per_seed: dict[str, dict[int, list[dict[str, Any]]]] = {arm: {} for arm in ARMS if arm in args.arms}
