@@ -82,6 +82,12 @@ class DataConfig:
             _require(value is None or value >= 1, f"data.{key}", value, "null or an integer >= 1")
 
 
+#: ``method.bank_layout``: where the memory bank's rows live under torch.distributed.
+BANK_LAYOUTS = ("replicated", "sharded")
+#: ``method.discovery``: how neighbourhood discovery finds entropies and neighbours.
+DISCOVERIES = ("exact", "faiss")
+
+
 @dataclass
 class MethodConfig:
     """AND itself.
@@ -107,6 +113,11 @@ class MethodConfig:
         miner_kwargs: Keyword arguments of the miner (e.g. negatives, num_negatives).
         curriculum: Registered curriculum name (``CURRICULA``): "entropy", or "label_filtered"
             (a diagnostic that drops class-inconsistent neighbourhoods using the labels).
+        bank_layout: "replicated" (every rank holds the whole N x d bank) or "sharded" (rank r
+            holds one block of N/W rows; needs torch.distributed and the "neighbourhood" loss).
+        discovery: "exact" (every pair, Eq 1 and 5 as written) or "faiss" (top-k from a faiss
+            index and a sampled estimate of the entropy's tail; needs faiss installed).
+        discovery_kwargs: Keyword arguments of the discovery (e.g. faiss's index settings).
     """
 
     temperature: float = 0.1
@@ -123,6 +134,9 @@ class MethodConfig:
     miner: str | None = None
     miner_kwargs: dict[str, Any] = field(default_factory=dict)
     curriculum: str = "entropy"
+    bank_layout: str = "replicated"
+    discovery: str = "exact"
+    discovery_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         _require(self.temperature > 0, "method.temperature", self.temperature, "a number > 0")
@@ -138,6 +152,8 @@ class MethodConfig:
             "method.loss_chunk_size", self.loss_chunk_size, "null or an integer >= 1",
         )
         _require_choice("method.bank_dtype", self.bank_dtype, ("float32", "bfloat16", "float16"))
+        _require_choice("method.bank_layout", self.bank_layout, BANK_LAYOUTS)
+        _require_choice("method.discovery", self.discovery, DISCOVERIES)
         from .loss_names import loss_class  # fills LOSSES, MINERS and CURRICULA
         from .registry import CURRICULA, MINERS
 
@@ -148,6 +164,9 @@ class MethodConfig:
         if self.miner is not None:
             _require(self.miner in MINERS, "method.miner", self.miner, f"null or one of {MINERS.names()}")
         _require(self.curriculum in CURRICULA, "method.curriculum", self.curriculum, f"one of {CURRICULA.names()}")
+        if self.bank_layout == "sharded":
+            _require(self.loss in ("neighbourhood", "and"), "method.loss", self.loss,
+                     "'neighbourhood' with method.bank_layout='sharded' (PML losses and miners read the whole bank)")
 
 
 @dataclass
