@@ -4,9 +4,13 @@
 (:class:`RowPartition`, the row split of a DTensor ``Shard(0)``), so each rank holds N·d/W
 entries instead of N·d. The parts:
 
-- :mod:`~and_plugin.sharded.partition`: which rows each rank owns.
+- :mod:`~and_plugin.sharded.partition`: which rows each rank owns;
+- :mod:`~and_plugin.sharded.bank`: :class:`ShardedMemoryBank`, this rank's rows, written by owner;
+- :mod:`~and_plugin.sharded.loss`: Eq 7 against the shards, exact, one all-reduce per step.
 """
 
+from .bank import ShardedMemoryBank
+from .loss import sharded_neighbourhood_loss
 from .partition import RowPartition
 
-__all__ = ["RowPartition"]
+__all__ = ["RowPartition", "ShardedMemoryBank", "sharded_neighbourhood_loss"]
