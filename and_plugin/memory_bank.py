@@ -68,14 +68,17 @@ def gather_write(indices: Tensor, features: Tensor, size: int, dim: int, device:
     return indices, features
 
 
-def initial_rows(size: int, dim: int, seed: int, start: int = 0, stop: int | None = None) -> Tensor:
+def initial_rows(
+    size: int, dim: int, seed: int, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Rows [start, stop) of the random unit vectors a bank of ``size`` rows starts with.
 
-    The same numbers as ``normalize(torch.randn(size, dim, generator=seeded))[start:stop]``,
-    made in blocks so that a rank of a sharded bank never holds the whole N x d matrix: the CPU
-    generator fills a tensor in groups of 16 values (its last group redrawn when the size is not
-    a multiple of 16), so blocks of a multiple of 16 values, the last one at least 16 long, draw
-    the very same sequence.
+    The numbers of ``normalize(torch.randn(size, dim, generator=seeded))[start:stop]``, made in
+    blocks of about a million values and stored in ``dtype`` block by block: the peak memory is
+    the result plus one block, and a rank of a sharded bank never holds the whole N x d matrix.
+    The CPU generator fills a tensor in groups of 16 values (its last group redrawn when the
+    size is not a multiple of 16), so blocks of a multiple of 16 values, the last one at least
+    16 long, draw the very same sequence as one call.
 
     Args:
         size: N.
@@ -83,28 +86,26 @@ def initial_rows(size: int, dim: int, seed: int, start: int = 0, stop: int | Non
         seed: The bank's seed.
         start: First row kept.
         stop: One past the last row kept; N by default.
+        dtype: Storage dtype of the result.
 
     Returns:
-        Shape (stop − start, d), float32 unit rows.
+        Shape (stop − start, d), unit rows.
     """
     stop = size if stop is None else stop
     generator = torch.Generator().manual_seed(seed)
-    if start == 0 and stop == size:
-        return F.normalize(torch.randn(size, dim, generator=generator), dim=1)
-    block = 16 * max(1, (1 << 20) // (16 * dim))  # rows per block: a multiple of 16, ~1M values
-    kept = []
+    out = torch.empty(max(0, stop - start), dim, dtype=dtype)
+    block = 16 * max(1, (1 << 20) // (16 * dim))  # rows per block: block·d is a multiple of 16
     row = 0
-    while row < min(stop, size):
+    while row < stop:
         rows = min(block, size - row)
         if (size - row - rows) * dim < 16:  # a short last block joins this one
             rows = size - row
         values = torch.randn(rows, dim, generator=generator)
         lo, hi = max(start, row), min(stop, row + rows)
         if lo < hi:
-            kept.append(values[lo - row : hi - row])
+            out[lo - start : hi - start] = F.normalize(values[lo - row : hi - row], dim=1).to(dtype)
         row += rows
-    kept_rows = torch.cat(kept) if kept else torch.empty(0, dim)
-    return F.normalize(kept_rows, dim=1)
+    return out
 
 
 def average_repeated(indices: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,7 +179,7 @@ class MemoryBank(nn.Module):
         self.size = size
         self.dim = dim
         self.memory_momentum = float(memory_momentum)
-        self.register_buffer("bank", initial_rows(size, dim, seed).to(dtype))
+        self.register_buffer("bank", initial_rows(size, dim, seed, dtype=dtype))
 
     @property
     def dtype(self) -> torch.dtype:

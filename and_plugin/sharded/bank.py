@@ -77,8 +77,7 @@ class ShardedMemoryBank(nn.Module):
         self.dim = dim
         self.memory_momentum = float(memory_momentum)
         self.partition = partition
-        rows = initial_rows(size, dim, seed, partition.start, partition.stop)
-        self.register_buffer("bank", rows.to(dtype))
+        self.register_buffer("bank", initial_rows(size, dim, seed, partition.start, partition.stop, dtype))
 
     @property
     def dtype(self) -> torch.dtype:
