@@ -183,7 +183,7 @@ def test_one_process_equals_the_single_process_functions():
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("world", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4 process starts: slow
 def test_ranks_equal_one_process(tmp_path, world):
     """W gloo ranks (N = 9 on 4 ranks: rows 3, 3, 3, 0) give the single-process neighbours and anchors."""
     mp.spawn(_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, join=True)
