@@ -5,8 +5,11 @@
 entries instead of N·d. The parts:
 
 - :mod:`~and_plugin.sharded.partition`: which rows each rank owns.
+- :mod:`~and_plugin.sharded.checkpoint`: the run's checkpoint with each rank's rows in its own
+  file (torch.distributed.checkpoint), re-sharded on resume.
 """
 
+from .checkpoint import ShardedRunCheckpoint
 from .partition import RowPartition
 
-__all__ = ["RowPartition"]
+__all__ = ["RowPartition", "ShardedRunCheckpoint"]
