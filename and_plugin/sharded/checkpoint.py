@@ -107,8 +107,8 @@ class ShardedRunCheckpoint:
         outcome: Any = None
         if main:
             try:
+                number = 1 + max(self._numbers(), default=0)  # before the clean-up: never reuse a name
                 self.remove_stale()
-                number = 1 + max(self._numbers(), default=0)
                 temporary = self.output_dir / f"{SHARDS_PREFIX}{number}.tmp"
                 temporary.mkdir(parents=True)
                 outcome = number
