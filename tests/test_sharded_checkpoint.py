@@ -288,7 +288,10 @@ def test_kill_9_while_shards_are_written_leaves_the_previous_checkpoint(tmp_path
 
 
 def test_kill_9_between_the_rename_and_the_new_checkpoint_file_leaves_the_previous_one(tmp_path):
-    seen = _kill_when(tmp_path, "state", lambda: (tmp_path / "shards-2").is_dir())
+    def writing_checkpoint_file() -> bool:  # save_checkpoint's temporary file beside checkpoint.pt
+        return any(name.startswith(".checkpoint.pt.") for name in os.listdir(tmp_path))
+
+    seen = _kill_when(tmp_path, "state", writing_checkpoint_file)
     assert {"shards-1", "shards-2"} <= set(seen)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["sharded"]["directory"] == "shards-1"
     _assert_step_one_loads(tmp_path)
