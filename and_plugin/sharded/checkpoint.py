@@ -108,7 +108,7 @@ class ShardedRunCheckpoint:
         if main:
             try:
                 number = 1 + max(self._numbers(), default=0)  # before the clean-up: never reuse a name
-                self.remove_stale()
+                self._remove_shard_dirs(keep=None, temporaries_only=True)  # the rest once checkpoint.pt is replaced
                 temporary = self.output_dir / f"{SHARDS_PREFIX}{number}.tmp"
                 temporary.mkdir(parents=True)
                 outcome = number
@@ -162,7 +162,7 @@ class ShardedRunCheckpoint:
             ``(state, shards)``: ``state`` as saved (``"format"`` and ``"and_plugin_version"``
             added, as in :func:`~and_plugin.checkpoint.load_checkpoint`), on the CPU;
             ``shards`` maps each name to this rank's rows (``partition.count``, ...) in the
-            saved dtype.
+            saved dtype, on the CPU (on the current CUDA device under NCCL).
 
         Raises:
             RunDirError: The checkpoint holds another number of rows N than ``partition.size``.
@@ -192,9 +192,10 @@ class ShardedRunCheckpoint:
             return None
         assert layout is not None
         directory = self.output_dir / layout["directory"]
+        device = _mesh_device() if _has_process_group() else "cpu"
         state_dict = {
-            key: self._distribute(
-                torch.empty((partition.count, *spec["shape"][1:]), dtype=getattr(torch, spec["dtype"])), partition)
+            key: self._distribute(torch.empty((partition.count, *spec["shape"][1:]),
+                                              dtype=getattr(torch, spec["dtype"]), device=device), partition)
             for key, spec in layout["shards"].items()
         }
         try:
@@ -232,13 +233,13 @@ class ShardedRunCheckpoint:
             return []
         return [int(m["n"]) for m in map(_SHARDS_DIR.match, os.listdir(self.output_dir)) if m]
 
-    def _remove_shard_dirs(self, keep: str | None) -> list[Path]:
-        removed = []
+    def _remove_shard_dirs(self, keep: str | None, temporaries_only: bool = False) -> list[Path]:
+        removed: list[Path] = []
         if not self.output_dir.is_dir():
             return removed
         for entry in sorted(os.listdir(self.output_dir)):
-            path = self.output_dir / entry
-            if _SHARDS_DIR.match(entry) and entry != keep and path.is_dir():
+            path, match = self.output_dir / entry, _SHARDS_DIR.match(entry)
+            if match and entry != keep and (match["tmp"] or not temporaries_only) and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
         return removed
@@ -270,7 +271,7 @@ class ShardedRunCheckpoint:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import DTensor, Shard
 
-        device = "cuda" if "nccl" in str(dist.get_backend()) else "cpu"
+        device = _mesh_device()
         if self._mesh is None or self._mesh.device_type != device or self._mesh.size() != partition.world:
             self._mesh = init_device_mesh(device, (partition.world,))
         mesh = self._mesh
@@ -290,6 +291,11 @@ def _single_process_quietly() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is .*single process", category=UserWarning)
         yield
+
+
+def _mesh_device() -> str:
+    """The device type of the process group's tensors: "cuda" under NCCL, "cpu" under gloo."""
+    return "cuda" if "nccl" in str(dist.get_backend()) else "cpu"
 
 
 def _local(value: Tensor) -> Tensor:
