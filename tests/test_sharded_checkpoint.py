@@ -297,3 +297,12 @@ def test_kill_9_between_the_rename_and_the_new_checkpoint_file_leaves_the_previo
     _assert_step_one_loads(tmp_path)
     assert ShardedRunCheckpoint(tmp_path).remove_stale() == [tmp_path / "shards-2"]
     _assert_step_one_loads(tmp_path)
+
+
+def test_module_doctest():
+    import doctest
+
+    from and_plugin.sharded import checkpoint
+
+    result = doctest.testmod(checkpoint)
+    assert result.attempted and not result.failed
