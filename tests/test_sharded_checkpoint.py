@@ -221,6 +221,10 @@ def _save_with_one_rank_wrong(output_dir: Path) -> None:
                                          r"\{memory_bank: float32 \(n, 2\)\} on rank 0 and "
                                          r"\{memory_bank: float16 \(n, 2\)\} on rank 1"):
         ShardedRunCheckpoint(output_dir).save({}, {"memory_bank": torch.zeros(part.count, 2, dtype=dtype)}, part)
+    other = RowPartition(11 if part.rank == 1 else 10, 2, part.rank)
+    with pytest.raises(ValueError, match=r"^partition.size must be the same N on every rank, got 10 on rank 0 "
+                                         r"and 11 on rank 1$"):
+        ShardedRunCheckpoint(output_dir).save({}, {"memory_bank": torch.zeros(other.count, 2)}, other)
 
 
 @pytest.mark.distributed

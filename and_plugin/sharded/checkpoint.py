@@ -95,10 +95,13 @@ class ShardedRunCheckpoint:
                 not fit the partition or differ between ranks; nothing is written then.
         """
         error = _partition_error(partition) or _check_save_arguments(state, shards, partition)
-        specs = _all_gather((error, _shard_specs(shards) if error is None else None))
-        _raise_first_error([e for e, _ in specs])
+        specs = _all_gather((error, _shard_specs(shards) if error is None else None, partition.size))
+        _raise_first_error([e for e, _, _ in specs])
         reference = specs[0][1]
-        for rank, (_, spec) in enumerate(specs):
+        for rank, (_, spec, size) in enumerate(specs):
+            if size != specs[0][2]:
+                raise ValueError(f"partition.size must be the same N on every rank, got {specs[0][2]} on rank 0 "
+                                 f"and {size} on rank {rank}")
             if spec != reference:
                 raise ValueError(
                     f"shards must have the same names, dtypes and trailing shapes on every rank, got "
