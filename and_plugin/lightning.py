@@ -14,10 +14,14 @@ and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
   ``pl.Trainer(max_epochs=module.total_epochs)``;
 - the bank is updated after every optimiser step (``on_train_batch_end``, or before a checkpoint
   saved earlier in the step); under a data-parallel strategy (``strategy="ddp"``) the update
-  all-gathers the global batch's features and indices, so every rank holds the same bank, and
-  discovery is broadcast from rank 0;
+  all-gathers the global batch's features and indices, so every rank holds the same bank (or
+  writes its own rows of a sharded bank), and every rank discovers its own rows' neighbourhoods;
 - the bank, the round and its anchors/neighbours travel in Lightning checkpoints
   (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
+  with ``method.bank_layout="sharded"`` (one block of bank rows per rank) every rank writes its
+  rows to ``<default_root_dir>/and_bank/shards-<n>/`` and the checkpoint names that directory
+  (the newest save's rows are kept; resume from the newest checkpoint), and the bank is built in
+  ``setup()``, once the process group exists;
 - mistakes that would train a wrong model quietly are refused when the fit starts (a data set
   without indices, ``num_samples`` not its length, ``max_epochs`` ending before the first
   discovery, ``strategy="ddp_spawn"``): see :mod:`and_plugin.lightning_checks`;
@@ -32,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,10 +51,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import lightning_checks as checks
+from .checkpoint import CheckpointError
 from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, load_config
-from .distributed import get_world_size
+from .distributed import broadcast_object, get_world_size
 from .method import ANDMethod, forward_views
+from .sharded.checkpoint import ShardedRunCheckpoint
 from .trainer import learning_rate, round_plan
 
 #: Key of the method's state (bank, curriculum, round) in a Lightning checkpoint.
@@ -208,12 +216,36 @@ class ANDModule(pl.LightningModule):
         # Callbacks' on_train_batch_end (ModelCheckpoint(every_n_train_steps=...)) run before this
         # module's: write the step's bank update first, so the checkpoint holds the bank after it.
         self._write_pending()
-        checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
+        if not self.method.sharded:
+            checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
+            return
+        # Lightning writes its file from rank 0 alone, and no rank holds the whole bank: every rank
+        # writes its rows beside it (torch.distributed.checkpoint), the file names the directory.
+        shared, rows = self.method.sharded_state()
+        store = ShardedRunCheckpoint(self._bank_dir())
+        save_id = broadcast_object(f"step {self.global_step}, {uuid.uuid4().hex}")  # names this save
+        directory = store.save({"method_shared": shared, "save_id": save_id}, rows, self.method.partition)
+        checkpoint[CHECKPOINT_KEY] = {"bank_layout": "sharded", "bank_dir": str(store.output_dir.resolve()),
+                                      "shards": directory.name, "save_id": save_id, "method_shared": shared}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if CHECKPOINT_KEY not in checkpoint:
             raise KeyError(f"checkpoint: no {CHECKPOINT_KEY!r} entry; it was not written by an ANDModule")
-        self.method.load_state_dict(checkpoint[CHECKPOINT_KEY])
+        saved = checkpoint[CHECKPOINT_KEY]
+        layout = saved.get("bank_layout", "replicated")
+        if layout != self.and_config.method.bank_layout:
+            raise ValueError(f"checkpoint: written with method.bank_layout={layout!r}, this module has "
+                             f"{self.and_config.method.bank_layout!r}; resume with the layout the run was started with")
+        if layout == "replicated":
+            self.method.load_state_dict(saved)
+            return
+        loaded = ShardedRunCheckpoint(saved["bank_dir"]).load(self.method.partition)  # this rank's rows only
+        if loaded is None or loaded[0].get("save_id") != saved["save_id"]:
+            raise CheckpointError(
+                f"checkpoint: its memory bank rows ({saved['bank_dir']}/{saved['shards']}, {saved['save_id']}) were "
+                "replaced by a later save; resume from the newest checkpoint (ckpt_path='last'), or load the weights alone")
+        rows = {key: value.to(self.device) for key, value in loaded[1].items()}  # type: ignore[index]
+        self.method.load_sharded_state(saved["method_shared"], rows)
 
     # ------------------------------------------------------------- callbacks
 
@@ -223,6 +255,10 @@ class ANDModule(pl.LightningModule):
         return [] if threshold is None else [CollapseMonitor(threshold)]
 
     # ------------------------------------------------------------- internals
+
+    def _bank_dir(self) -> str:
+        """Where a sharded bank's checkpoint rows go: ``<default_root_dir>/and_bank`` of the pl.Trainer."""
+        return os.path.join(self.trainer.default_root_dir, "and_bank")
 
     def _write_pending(self) -> None:
         """Eq 8 for the last training step, once (all-gathers the global batch under DDP)."""

@@ -69,12 +69,12 @@ class RoundStates:
             self.rounds[record["round"]] = (state.anchor_mask.clone(), state.neighbours.clone())
 
 
-def _worker(rank, world, port, output_dir, result, layout, extra, views, stop_after):
+def _worker(rank, world, port, output_dir, result, layout, extra, views, stop_after, n):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        data = tiny_dataset(n=N)
+        data = tiny_dataset(n=n)
         data = TwoViews(data) if views == 2 else data
         states = RoundStates()
         trainer = Trainer(_config(output_dir, layout, *extra), tiny_backbone(), data, callbacks=[states])
@@ -87,10 +87,10 @@ def _worker(rank, world, port, output_dir, result, layout, extra, views, stop_af
         dist.destroy_process_group()
 
 
-def _train(tmp_path, name, world, layout, *extra, views=1, stop_after=None, output=None):
+def _train(tmp_path, name, world, layout, *extra, views=1, stop_after=None, output=None, n=N):
     output = output or tmp_path / name
     result = tmp_path / f"{name}.pt"
-    mp.spawn(_worker, args=(world, free_port(), str(output), str(result), layout, list(extra), views, stop_after),
+    mp.spawn(_worker, args=(world, free_port(), str(output), str(result), layout, list(extra), views, stop_after, n),
              nprocs=world, join=True)
     return torch.load(result, weights_only=False)
 
@@ -125,11 +125,13 @@ def test_sharded_training_equals_replicated_training(tmp_path, world, neighbours
 @pytest.mark.slow
 @pytest.mark.parametrize("first, second", [(4, 2), (2, 4)])
 def test_a_sharded_checkpoint_resumes_on_another_number_of_ranks(tmp_path, first, second):
+    # N = 60: every global batch of 20 splits evenly over 2 and 4 ranks, so both world sizes train
+    # the same model (an uneven last batch would weight the ranks' means differently).
     run = tmp_path / "run"
-    stopped = _train(tmp_path, "first", first, "sharded", stop_after=3, output=run)  # into round 1
+    stopped = _train(tmp_path, "first", first, "sharded", stop_after=3, output=run, n=60)  # into round 1
     assert stopped["position"] == (2, 0)
-    resumed = _train(tmp_path, "second", second, "sharded", "run.resume=true", output=run)
-    straight = _train(tmp_path, "straight", second, "sharded")
+    resumed = _train(tmp_path, "second", second, "sharded", "run.resume=true", output=run, n=60)
+    straight = _train(tmp_path, "straight", second, "sharded", n=60)
     _close(resumed, straight)  # W ranks add the shards' sums in another order: equal to rounding
 
 
