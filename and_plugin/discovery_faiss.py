@@ -178,21 +178,27 @@ def faiss_discovery(
     faiss = import_faiss()
 
     keys = bank.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    queries = queries.detach().to(device="cpu", dtype=torch.float32).contiguous()
     previous_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(options["threads"])
     try:
-        index = _build_index(faiss, keys, options, bank.is_cuda)
+        index, quantizer = _build_index(faiss, keys, options, bank.is_cuda)
         generator = torch.Generator().manual_seed(options["seed"])
         # One sample of columns for every row, so a row's result does not depend on the split.
         sample = torch.randperm(size, generator=generator)[: options["tail_samples"]].sort().values
-        sample_keys = keys[sample]  # (m, d)
+        lists = _inverted_lists(quantizer, keys, queries, options) if quantizer is not None else None
         parts = []
         for start in range(0, len(queries), options["block_rows"]):
-            block = queries[start : start + options["block_rows"]].detach().to(device="cpu", dtype=torch.float32)
-            parts.append(_discover_block(index, keys, block.contiguous(), row_offset + start, sample, sample_keys,
-                                         temperature, neighbours, options["candidates"]))
+            block = queries[start : start + options["block_rows"]]
+            probes = None if lists is None else lists["probes"][start : start + len(block)]
+            parts.append(_discover_block(index, keys, block, row_offset + start, sample, temperature, neighbours,
+                                         options["candidates"], probes, lists))
+        if lists is not None:
+            _add_probed_lists(keys, queries, lists, parts, options["block_rows"], temperature)
     finally:
         faiss.omp_set_num_threads(previous_threads)
+    for part in parts:
+        _finish(part)
     fields = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
     fields["entropy"] = fields["entropy"].to(bank.device)
     fields["neighbours"] = fields["neighbours"].to(bank.device)
@@ -227,8 +233,9 @@ def _options(size: int, neighbours: int, kwargs: dict[str, Any]) -> dict[str, An
     return options
 
 
-def _build_index(faiss: ModuleType, keys: Tensor, options: dict[str, Any], on_cuda: bool) -> Any:
-    """The inner-product index over the bank rows (on the GPU with faiss-gpu and a CUDA bank)."""
+def _build_index(faiss: ModuleType, keys: Tensor, options: dict[str, Any], on_cuda: bool) -> tuple[Any, Any]:
+    """The inner-product index over the bank rows (on the GPU with faiss-gpu and a CUDA bank), and
+    its coarse quantizer (IVF; None otherwise), trained on the CPU."""
     dim = keys.shape[1]
     data = keys.numpy()
     if options["index"] == "flat":
@@ -242,12 +249,23 @@ def _build_index(faiss: ModuleType, keys: Tensor, options: dict[str, Any], on_cu
         index = faiss.IndexIVFFlat(quantizer, dim, options["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = options["seed"]
         index.nprobe = min(options["nprobe"], options["nlist"])
-    if on_cuda and options["index"] != "hnsw" and hasattr(faiss, "StandardGpuResources"):
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
     if not index.is_trained:
         index.train(data)
     index.add(data)
-    return index
+    quantizer = faiss.downcast_index(index.quantizer) if options["index"] == "ivf" else None
+    if on_cuda and options["index"] != "hnsw" and hasattr(faiss, "StandardGpuResources"):
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), torch.cuda.current_device(), index)
+    return index, quantizer
+
+
+def _inverted_lists(quantizer: Any, keys: Tensor, queries: Tensor, options: dict[str, Any]) -> dict:
+    """The IVF list of every bank row, the bank rows grouped by list, and each query's probed lists."""
+    nprobe = min(options["nprobe"], options["nlist"])
+    list_of = torch.from_numpy(quantizer.search(keys.numpy(), 1)[1][:, 0].copy())  # (N,)
+    probes = torch.from_numpy(quantizer.search(queries.numpy(), nprobe)[1].copy())  # (Q, P)
+    order = torch.sort(list_of, stable=True).indices
+    sizes = torch.bincount(list_of, minlength=options["nlist"])
+    return {"list_of": list_of, "probes": probes, "order": order, "sizes": sizes, "nlist": options["nlist"]}
 
 
 def _discover_block(
@@ -256,12 +274,17 @@ def _discover_block(
     block: Tensor,
     first_row: int,
     sample: Tensor,
-    sample_keys: Tensor,
     temperature: float,
     neighbours: int,
     candidates: int,
+    probes: Tensor | None,
+    lists: dict | None,
 ) -> dict[str, Tensor]:
-    """Entropy, neighbours and bound terms of the query rows ``first_row .. first_row + B``."""
+    """Neighbours, the logit shift, the bound terms and the sampled tail of rows ``first_row .. + B``.
+
+    The head is the candidates and the row itself, or, for an IVF index (``probes`` given), every
+    bank row in the lists the row probes (their exact sums are added by :func:`_add_probed_lists`).
+    """
     rows = block.shape[0]
     size = keys.shape[0]
     similarity, found = index.search(block.numpy(), candidates)  # (B, K') each, descending
@@ -278,48 +301,89 @@ def _discover_block(
     if missing.any():  # the index returned fewer than k others (tiny lists): fill by exact search
         nearest = _fill_exact(keys, block, nearest, missing, own, neighbours)
 
-    # Head: the candidates plus the row itself (its exact logit when the index missed it).
-    self_found = is_self.any(dim=1)
-    self_similarity = (block * keys[first_row : first_row + rows]).sum(dim=1)
-    head_logits = (similarity.double() / temperature).masked_fill(~valid, float("-inf"))
-    head_logits = torch.cat([head_logits, (self_similarity.double() / temperature).view(-1, 1)], dim=1)
-    head_logits[:, -1].masked_fill_(self_found, float("-inf"))
-    shift = head_logits.max(dim=1, keepdim=True).values
-    head_u = head_logits - shift  # (B, K' + 1), −inf for absent entries
-    head_e = head_u.exp()
-    z_head = head_e.sum(dim=1)
-    v_head = torch.where(head_e > 0, -head_u * head_e, 0.0).sum(dim=1)
-    head_size = valid.sum(dim=1) + (~self_found).long()
-    smallest = head_u.masked_fill(torch.isinf(head_u), float("inf")).min(dim=1).values  # u_(K')
+    self_logit = (block * keys[first_row : first_row + rows]).sum(dim=1).double() / temperature
+    logits = (similarity.double() / temperature).masked_fill(~valid, float("-inf"))
+    shift = torch.maximum(logits.max(dim=1).values, self_logit).view(-1, 1)
+    smallest = (logits - shift).masked_fill(~valid, float("inf")).min(dim=1).values  # u_(K')
+    self_u = self_logit - shift[:, 0]
+
+    if probes is None:  # head: the candidates, plus the row itself where the index missed it
+        self_out = ~is_self.any(dim=1)
+        head_e = (logits - shift).exp()  # 0 for absent candidates
+        head_u = torch.where(valid, logits - shift, 0.0)
+        z_head = head_e.sum(dim=1) + torch.where(self_out, self_u.exp(), 0.0)
+        v_head = (-head_u * head_e).sum(dim=1) + torch.where(self_out, -self_u * self_u.exp(), 0.0)
+        head_size = valid.sum(dim=1) + self_out.long()
+        in_head = _sampled_in_head(sample, torch.cat([torch.where(valid, found, -1), own], dim=1))
+    else:  # head: the probed lists (summed later), plus the row itself if its list is not probed
+        self_out = ~(probes == lists["list_of"][own]).any(dim=1)
+        z_head = torch.where(self_out, self_u.exp(), 0.0)
+        v_head = torch.where(self_out, -self_u * self_u.exp(), 0.0)
+        head_size = lists["sizes"][probes].sum(dim=1) + self_out.long()
+        probed = torch.zeros(rows, lists["nlist"], dtype=torch.bool)
+        probed[torch.arange(rows).view(-1, 1), probes] = True
+        in_head = probed[:, lists["list_of"][sample]] | _sampled_in_head(sample, torch.where(self_out.view(-1, 1), own, -1))
 
     # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
-    in_head = _sampled_in_head(sample, torch.where(valid, found, -1), own)
-    tail_u = (block @ sample_keys.T).double() / temperature - shift  # (B, m)
-    tail_e = tail_u.exp().masked_fill(in_head, 0.0)
+    tail_u = (block @ keys[sample].T - (shift * temperature).float()) / temperature  # (B, m), float32
+    tail_e = tail_u.exp().masked_fill_(in_head, 0.0)
     sampled = sample.numel() - in_head.sum(dim=1)
     tail_size = size - head_size
     scale = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0)
-    z_tail = tail_e.sum(dim=1) * scale
-    v_tail = (-tail_u * tail_e).sum(dim=1) * scale
-
-    z, v = z_head + z_tail, v_head + v_tail
-    z_range = smallest.exp()
-    v_range = torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0))
     return {
-        "entropy": (torch.log(z) + v / z).float(),
         "neighbours": nearest.long(),
-        "z_head": z_head, "v_head": v_head, "z_tail": z_tail, "v_tail": v_tail,
-        "z_range": z_range, "v_range": v_range, "tail_size": tail_size, "sampled": sampled,
+        "z_head": z_head, "v_head": v_head,
+        "z_tail": tail_e.sum(dim=1, dtype=torch.float64) * scale,
+        "v_tail": (-tail_u * tail_e).sum(dim=1, dtype=torch.float64) * scale,
+        "z_range": smallest.exp(),
+        "v_range": torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0)),
+        "tail_size": tail_size, "sampled": sampled, "shift": shift[:, 0],
     }
 
 
-def _sampled_in_head(sample: Tensor, found: Tensor, own: Tensor) -> Tensor:
-    """(B, m) bool: sampled column c is in row i's head (its candidates or the row itself).
+def _add_probed_lists(keys: Tensor, queries: Tensor, lists: dict, parts: list[dict], block_rows: int,
+                      temperature: float) -> None:
+    """Adds the exact sums of e^u and −u e^u over every query's probed lists to its head sums.
+
+    One pass over the lists: each list's bank rows against all the queries that probe it.
+    """
+    shift = torch.cat([part["shift"] for part in parts])
+    z = torch.zeros(len(queries), dtype=torch.float64)
+    v = torch.zeros(len(queries), dtype=torch.float64)
+    probes = lists["probes"]
+    pairs = torch.sort(probes.reshape(-1), stable=True)
+    query_of = pairs.indices // probes.shape[1]  # (Q·P,), grouped by list
+    bounds = torch.cumsum(torch.bincount(probes.reshape(-1), minlength=lists["nlist"]), 0).tolist()
+    members = torch.cumsum(lists["sizes"], 0).tolist()
+    first_query, first_member = 0, 0
+    for last_query, last_member in zip(bounds, members):
+        if last_query > first_query and last_member > first_member:
+            rows = query_of[first_query:last_query]
+            columns = keys[lists["order"][first_member:last_member]]
+            u = (queries[rows] @ columns.T - (shift[rows] * temperature).float().view(-1, 1)) / temperature
+            e = u.exp()
+            z.index_add_(0, rows, e.sum(dim=1, dtype=torch.float64))
+            v.index_add_(0, rows, (-u * e).sum(dim=1, dtype=torch.float64))
+        first_query, first_member = last_query, last_member
+    for start, part in zip(range(0, len(queries), block_rows), parts):
+        part["z_head"] = part["z_head"] + z[start : start + len(part["shift"])]
+        part["v_head"] = part["v_head"] + v[start : start + len(part["shift"])]
+
+
+def _finish(part: dict[str, Tensor]) -> None:
+    """Ĥ = log Ẑ + V̂ / Ẑ of a block, in place."""
+    z = part["z_head"] + part["z_tail"]
+    v = part["v_head"] + part["v_tail"]
+    part["entropy"] = (torch.log(z) + v / z).float()
+    del part["shift"]
+
+
+def _sampled_in_head(sample: Tensor, head: Tensor) -> Tensor:
+    """(B, m) bool: sampled column c is one of the row's ``head`` indices (B, h), −1 = none.
 
     ``sample`` is sorted, so each head index finds its sampled position by binary search
-    instead of a (B, K', m) comparison.
+    instead of a (B, h, m) comparison.
     """
-    head = torch.cat([found, own], dim=1)  # (B, K' + 1), −1 for absent candidates
     position = torch.searchsorted(sample, head).clamp(max=sample.numel() - 1)
     hit = (sample[position] == head) & (head >= 0)
     mask = torch.zeros(head.shape[0], sample.numel(), dtype=torch.bool)
