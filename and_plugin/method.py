@@ -132,7 +132,8 @@ class ANDMethod:
             self.bank = MemoryBank(num_samples, embedding_dim, config.memory_momentum, dtype=dtype, seed=seed)
         self.partition = RowPartition.current(self.num_samples)
         self.curriculum = CURRICULA.build(config.curriculum, rounds=config.rounds, neighbours=config.neighbours,
-                                          temperature=config.temperature, selection=config.selection)
+                                          temperature=config.temperature, selection=config.selection,
+                                          discovery=config.discovery, discovery_kwargs=config.discovery_kwargs)
         self.criterion = _build_criterion(config, self.curriculum)
         self.round: int | None = None
         self.bank_initialised = False

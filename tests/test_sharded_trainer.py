@@ -95,7 +95,8 @@ def _train(tmp_path, name, world, layout, *extra, views=1, stop_after=None, outp
     return torch.load(result, weights_only=False)
 
 
-def _close(a, b, exact=False):
+def _close(a, b, exact=False, resumed=False):
+    """``resumed``: ``a`` continued a checkpoint, so its callbacks saw only the rounds after it."""
     check = torch.equal if exact else (lambda x, y: torch.allclose(x.float(), y.float(), atol=2e-5, rtol=1e-4))
     assert check(a["bank"], b["bank"])
     for key, value in a["model"].items():
@@ -104,7 +105,7 @@ def _close(a, b, exact=False):
         assert a["losses"] == b["losses"]
     else:
         assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
-    assert a["rounds"].keys() == b["rounds"].keys()
+    assert a["rounds"].keys() == b["rounds"].keys() or resumed and a["rounds"].keys() < b["rounds"].keys()
     for round_index, (anchors, neighbours) in a["rounds"].items():
         assert torch.equal(anchors, b["rounds"][round_index][0]), f"anchors of round {round_index}"
         assert torch.equal(neighbours, b["rounds"][round_index][1]), f"neighbours of round {round_index}"
@@ -132,7 +133,8 @@ def test_a_sharded_checkpoint_resumes_on_another_number_of_ranks(tmp_path, first
     assert stopped["position"] == (2, 0)
     resumed = _train(tmp_path, "second", second, "sharded", "run.resume=true", output=run, n=60)
     straight = _train(tmp_path, "straight", second, "sharded", n=60)
-    _close(resumed, straight)  # W ranks add the shards' sums in another order: equal to rounding
+    assert sorted(resumed["rounds"]) == [2]
+    _close(resumed, straight, resumed=True)  # W ranks add the shards' sums in another order: equal to rounding
 
 
 CHILD = textwrap.dedent("""\
@@ -192,4 +194,4 @@ def test_a_sharded_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
     assert _position(killed) < (3, 0), "the run finished before it was killed"
     resumed = _train(tmp_path, "resumed", 2, "sharded", "run.resume=true", output=killed)
     straight = _train(tmp_path, "straight", 2, "sharded")
-    _close(resumed, straight, exact=True)
+    _close(resumed, straight, exact=True, resumed=True)
