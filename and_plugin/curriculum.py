@@ -29,9 +29,13 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_indices, check_int_at_least, check_positive, check_shape
+from .distributed import all_gather_cat
 from .kernels.gather import check_index_tensor, select_rows
 from .kernels.refresh_tiles import entropy_and_neighbours_tiled
 from .registry import CURRICULA
+from .sharded.discovery import distributed_entropy_and_neighbours
+from .sharded.partition import RowPartition
+from .sharded.selection import select_anchors_distributed
 
 SELECTIONS = ("curriculum", "one_off", "none")
 
@@ -346,6 +350,48 @@ class EntropyCurriculum:
         self.state = RoundState(round, anchor_mask, nearest, entropy, consistency)
         return self.state
 
+    def discover_distributed(
+        self,
+        local_rows: Tensor,
+        partition: RowPartition,
+        round: int,
+        labels: Tensor | None = None,
+        full_bank: Tensor | None = None,
+    ) -> RoundState:
+        """:meth:`discover` with the work split by rows over the ranks; every rank calls it at once.
+
+        Each rank computes the entropy and neighbours of its own rows against the whole bank
+        (:func:`~and_plugin.sharded.distributed_entropy_and_neighbours`, ≈ 2N²d/W FLOPs per
+        rank) and its share of the anchors (:func:`~and_plugin.sharded.select_anchors_distributed`,
+        no N-value gather). The per-rank results are then all-gathered into the whole
+        :class:`RoundState` on every rank: anchor_mask (N,), neighbours (N, k), entropy (N,),
+        that is O(N·k) integers, the state the loss and the miner read every step. It equals
+        what :meth:`discover` returns on the whole bank (entropy to float rounding).
+
+        Args:
+            local_rows: This rank's bank rows, bank[partition.start:partition.stop], shape (n_r, d).
+            partition: The row partition of this rank (``RowPartition.current(N)``).
+            round: r in [1, R].
+            labels: Optional classes of all N samples (N,), only to count consistent neighbourhoods.
+            full_bank: The whole bank (N, d) in the replicated layout; None in the sharded layout.
+
+        Returns:
+            The new :class:`RoundState`, identical on every rank.
+        """
+        ratio = self.selection_ratio(round)
+        if round == 0:
+            raise ValueError("round must be >= 1 for discovery; round 0 is instance learning")
+        entropy, nearest = distributed_entropy_and_neighbours(
+            local_rows, partition, self.temperature, self.neighbours, full_bank, self.max_chunk_bytes
+        )
+        local_mask = select_anchors_distributed(entropy, partition, ratio)
+        if partition.world > 1:
+            entropy, nearest = all_gather_cat(entropy), all_gather_cat(nearest)
+            local_mask = all_gather_cat(local_mask.to(torch.uint8)).bool()  # gloo gathers no bool
+        consistency = None if labels is None else neighbourhood_consistency(local_mask, nearest, labels)
+        self.state = RoundState(round, local_mask, nearest, entropy, consistency)
+        return self.state
+
     def state_dict(self) -> dict[str, Any]:
         return {"state": None if self.state is None else self.state.state_dict()}
 
@@ -395,5 +441,29 @@ class LabelFilteredCurriculum(EntropyCurriculum):
         consistent = (labels[state.neighbours] == labels.view(-1, 1)).all(dim=1)
         anchor_mask = state.anchor_mask & consistent
         self.state = RoundState(round, anchor_mask, state.neighbours, state.entropy,
+                                neighbourhood_consistency(anchor_mask, state.neighbours, labels))
+        return self.state
+
+    def discover_distributed(
+        self,
+        local_rows: Tensor,
+        partition: RowPartition,
+        round: int,
+        labels: Tensor | None = None,
+        full_bank: Tensor | None = None,
+    ) -> RoundState:
+        """As :meth:`EntropyCurriculum.discover_distributed`, then the inconsistent anchors are
+        dropped (``labels`` are those of all N samples, shape (N,)).
+
+        Raises:
+            ValueError: If ``labels`` is None (the filter needs them).
+        """
+        if labels is None:
+            raise ValueError("labels: the label_filtered curriculum needs the training labels, got None")
+        state = super().discover_distributed(local_rows, partition, round, labels=labels, full_bank=full_bank)
+        labels = labels.to(state.neighbours.device)
+        consistent = (labels[state.neighbours] == labels.view(-1, 1)).all(dim=1)
+        anchor_mask = state.anchor_mask & consistent
+        self.state = RoundState(state.round, anchor_mask, state.neighbours, state.entropy,
                                 neighbourhood_consistency(anchor_mask, state.neighbours, labels))
         return self.state

@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import lightning_checks as checks
 from .collapse import CollapseCheck, method_uniform_loss
@@ -98,8 +98,11 @@ class ANDModule(pl.LightningModule):
         self.backbone = backbone
         self.and_config = (config if config is not None else load_config(None, [])).validate()
         dim = embedding_dim or int(getattr(backbone, "embedding_dim", self.and_config.model.embedding_dim))
-        self.method = ANDMethod(num_samples, dim, self.and_config.method, seed=self.and_config.run.seed,
-                                labels=labels, bank_update=bank_update)
+        self._method_args = (num_samples, dim, self.and_config.method, self.and_config.run.seed, labels, bank_update)
+        # A sharded bank is split over the ranks of the process group, which a pl.Trainer creates
+        # only when the fit starts: it is built in setup() then.
+        deferred = self.and_config.method.bank_layout == "sharded" and not dist.is_initialized()
+        self.method: ANDMethod = None if deferred else self._build_method()  # type: ignore[assignment]
         self.normalize = normalize
         self.bank_init_data = bank_init_data
         self.lr_schedule = lr_schedule
@@ -141,7 +144,16 @@ class ANDModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=optim.lr, momentum=optim.momentum,
                                nesterov=optim.nesterov and optim.momentum > 0, weight_decay=optim.weight_decay)
 
+    def _build_method(self) -> ANDMethod:
+        num_samples, dim, method, seed, labels, bank_update = self._method_args
+        return ANDMethod(num_samples, dim, method, seed=seed, labels=labels, bank_update=bank_update)
+
     # ----------------------------------------------------------------- hooks
+
+    def setup(self, stage: str) -> None:
+        """Builds the method of a sharded bank, now that the process group exists."""
+        if self.method is None:
+            self.method = self._build_method()
 
     def on_fit_start(self) -> None:
         checks.check_strategy(self.trainer)
@@ -229,24 +241,29 @@ class ANDModule(pl.LightningModule):
         dataset = self.bank_init_data
         if dataset is None:
             dataset = self.trainer.train_dataloader.dataset  # type: ignore[union-attr]
+        first, count = 0, self.method.num_samples
+        if self.method.sharded:  # this rank's rows only: each rank reads its own images
+            part = self.method.partition
+            first, count = part.start, part.count
+            dataset = Subset(dataset, range(part.start, part.stop))
         loader = DataLoader(dataset, batch_size=256, shuffle=False)
         was_training = self.training
         self.eval()
-        out = torch.zeros(self.method.num_samples, self.method.bank.dim, device=self.device)
-        written = torch.zeros(self.method.num_samples, dtype=torch.bool, device=self.device)
+        out = torch.zeros(count, self.method.bank.dim, device=self.device)
+        written = torch.zeros(count, dtype=torch.bool, device=self.device)
         for batch in loader:
             images, indices = batch[0], batch[-1]
             images = [v.to(self.device) for v in images] if isinstance(images, (list, tuple)) else images.to(self.device)
             features = self.method.bank_features_of(forward_views(self, images))
-            rows = torch.as_tensor(indices, device=self.device)
+            rows = torch.as_tensor(indices, device=self.device) - first
             out[rows] = features.float()
             written[rows] = True
         self.train(was_training)
         missing = int((~written).sum())
         if missing:  # a bank row left at zero would enter discovery as a fake sample
             name = "bank_init_data" if self.bank_init_data is not None else "training data"
-            raise ValueError(f"{name}: its indices cover {self.method.num_samples - missing} of the "
-                             f"{self.method.num_samples} bank rows; it must yield every training index once")
+            raise ValueError(f"{name}: its indices cover {count - missing} of the "
+                             f"{count} bank rows; it must yield every training index once")
         return out
 
 
@@ -296,6 +313,9 @@ class KNNMonitor(pl.Callback):
         self.history: list[dict[str, Any]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bank and getattr(pl_module.method, "sharded", False):
+            raise ValueError("KNNMonitor(bank=True): the bank's kNN needs the whole memory bank, and with "
+                             "method.bank_layout='sharded' every rank holds only its rows; pass bank=False")
         # One batch of each loader now, so a wrong layout fails before the first round, not after it.
         for name, loader in (("train_loader", self.train_loader), ("test_loader", self.test_loader)):
             _, _, indices = self._split(name, next(iter(loader)))
@@ -412,7 +432,7 @@ class CollapseMonitor(pl.Callback):
         epoch = trainer.current_epoch
         round_index, epoch_in_round, _ = pl_module.round_position(epoch)  # type: ignore[operator]
         method = pl_module.method  # type: ignore[union-attr]
-        record = self.check.update(method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
+        record = self.check.update(method.bank if method.sharded else method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
                                    method_uniform_loss(method), warn=trainer.is_global_zero)
         self.history.append({"epoch": epoch, "round": round_index, "loss": loss, **record})
         pl_module.log("bank_cosine", record["bank_cosine"], sync_dist=True)  # equal on every rank

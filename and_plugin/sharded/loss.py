@@ -109,7 +109,7 @@ class _ShardedLoss(torch.autograd.Function):
             padded[rank * longest : rank * longest + count] = parts[offset : offset + count]
             offset += count
         mine = parts.new_empty(longest, parts.shape[1])
-        dist.reduce_scatter_tensor(mine, padded)  # every query's parts summed on its own rank
+        dist.reduce_scatter_single(mine, padded)  # every query's parts summed on its own rank
         return mine[: grad.shape[0]].to(grad.dtype), None, None, None, None, None, None, None, None
 
 
