@@ -176,9 +176,10 @@ def distributed_entropy_and_neighbours(
     """Entropy (Eq 5) and top-k neighbours (Eq 1) of this rank's rows against the whole bank.
 
     The numbers of :func:`and_plugin.curriculum.entropy_and_neighbours` on the whole bank,
-    rows [partition.start, partition.stop) of them: the same neighbours (k = 1 and k > 1, exact
-    ties to the smallest index) and the entropy to float rounding (a few 1e-7 relative in
-    float32). Every rank calls it at once (it runs collectives when ``partition.world`` > 1).
+    rows [partition.start, partition.stop) of them: the same neighbours and the entropy to float
+    rounding (a few 1e-7 relative in float32). Exact ties go to the smallest index (for k > 1,
+    inside one tile, to ``topk``'s order, as in one process). Every rank calls it at once (it
+    runs collectives when ``partition.world`` > 1).
 
     Work per rank: its n_r ≈ N/W query rows against all N keys, 2·n_r·N·d ≈ 2N²d/W FLOPs of
     matrix products plus n_r·N exponentials; no rank ever holds an N x N block or, in the
