@@ -18,8 +18,9 @@ partial sums, best value per row (k = 1) or a running top-k (k > 1). The blocks'
 are added in float64, so their sum is exact in practice (a float32 partial has 24 significant
 bits) and does not depend on the ring order: duplicate rows on different ranks get the same
 entropy. Neighbours from different blocks are merged with ties to the smallest index. Where the
-norms spread too far for the shared shift (see :data:`~and_plugin.kernels.refresh_tiles.
-SHIFT_LIMIT`), every row keeps an online log-sum-exp (running max, Z, W) in float64 instead.
+norms spread too far for the shared shift (see
+:data:`~and_plugin.kernels.refresh_tiles.SHIFT_LIMIT`), every row keeps an online log-sum-exp
+(running max, Z, W) in float64 instead.
 """
 
 from __future__ import annotations
