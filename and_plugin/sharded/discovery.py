@@ -1,6 +1,6 @@
 """Exact neighbourhood discovery (Eq 1 and 5) with every rank computing only its own rows.
 
-Rank r holds the query rows [start_r, stop_r) of its :class:`~and_plugin.sharded.RowPartition`
+Rank r holds the query rows [start_r, stop_r) of its :class:`~and_plugin.sharded.partition.RowPartition`
 and streams the whole bank past them, one key block (one rank's rows) at a time:
 
 - ``replicated`` layout (``full_bank`` given): the key blocks are slices of the local copy of the
