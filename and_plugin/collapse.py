@@ -84,7 +84,7 @@ def bank_mean_cosine(bank: "Tensor | ShardedMemoryBank") -> Tensor:
 
     Args:
         bank: Unit rows (N, d), N ≥ 2, any floating dtype (summed in float32); or a
-            :class:`~and_plugin.sharded.ShardedMemoryBank` (its row sum is all-reduced:
+            :class:`~and_plugin.sharded.bank.ShardedMemoryBank` (its row sum is all-reduced:
             collective).
 
     Returns:

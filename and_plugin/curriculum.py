@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_indices, check_int_at_least, check_positive, check_shape
+from .discovery_faiss import faiss_entropy_and_neighbours
 from .distributed import all_gather_cat
 from .kernels.gather import check_index_tensor, select_rows
 from .kernels.refresh_tiles import entropy_and_neighbours_tiled
-from .discovery_faiss import faiss_entropy_and_neighbours
 from .registry import CURRICULA
 from .sharded.discovery import distributed_entropy_and_neighbours
 from .sharded.partition import RowPartition

@@ -184,7 +184,7 @@ class NeighbourhoodLoss(nn.Module):
         >>> bank.update(idx, feats)
     """
 
-    #: Whether ``forward`` handles a :class:`~and_plugin.sharded.ShardedMemoryBank` (its subclass does).
+    #: Whether ``forward`` handles a :class:`~and_plugin.sharded.bank.ShardedMemoryBank` (its subclass does).
     accepts_sharded = False
 
     def __init__(self, temperature: float = 0.1, chunk_size: int | None = None) -> None:

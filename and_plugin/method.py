@@ -57,9 +57,9 @@ from torch import Tensor, nn
 
 from ._validation import check_choice, check_rows
 from .config import MethodConfig
+from .criteria import build_criterion
 from .curriculum import EntropyCurriculum, RoundState
 from .distributed import all_gather_known, is_distributed
-from .criteria import build_criterion
 from .memory_bank import MemoryBank, check_loaded_rows
 from .registry import CURRICULA
 from .sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
@@ -177,7 +177,7 @@ class ANDMethod:
         """Begins round ``round_index``: instance learning (0) or neighbourhood discovery (≥ 1).
 
         Under torch.distributed every rank must call it: every rank discovers the entropies and
-        neighbours of its own block of rows (:class:`~and_plugin.sharded.RowPartition`), the
+        neighbours of its own block of rows (:class:`~and_plugin.sharded.partition.RowPartition`), the
         anchors are selected globally, and every rank ends with the same round state, identical
         to one process's discovery on the same bank.
 
@@ -380,4 +380,4 @@ def forward_views(model: Callable[[Tensor], Tensor], images: Tensor | Sequence[T
     return [model(view) for view in images]
 
 
-__all__ = ["ANDMethod", "BANK_UPDATES", "forward_views"]
+__all__ = ["BANK_UPDATES", "ANDMethod", "forward_views"]

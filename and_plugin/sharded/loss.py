@@ -23,9 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .._validation import check_rows, check_shape
 from ..distributed import all_gather_known, all_gather_rows, get_rank
 from ..kernels.bank_logsumexp import checked_fused_attention
-from .._validation import check_rows, check_shape
 from ..kernels.gather import check_index_tensor
 from ..loss import REDUCTIONS, NeighbourhoodLoss, reference_bank_logsumexp
 
