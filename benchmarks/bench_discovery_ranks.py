@@ -5,7 +5,9 @@ of one seeded bank (N x d, float32 unit vectors) with one torch thread. Every ra
 and CPU time (``time.process_time``) are recorded: where the W processes share fewer than W
 cores, the wall time measures the machine, and the CPU seconds per rank (≈ 1/W of one rank's
 alone, plus the ring's overhead) measure the split of the work. The W = 1 and W > 1 neighbours
-are also compared (they must be identical).
+are also compared (they must be identical). Today's one-process discovery (the symmetric tiled
+kernel, which computes each pair once for both of its rows: N²·d, half the ranks' total) runs first
+on the same bank as the reference of what the ranks split.
 
     python benchmarks/bench_discovery_ranks.py                       # N = 200,000, d = 128, W = 1 and 4
     python benchmarks/bench_discovery_ranks.py --size 50000 --worlds 1 2 4 --layout replicated
@@ -26,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import torch
 import torch.distributed as dist
@@ -72,6 +77,22 @@ def run_rank(rank: int, world: int, port: int, args: argparse.Namespace, out_dir
             dist.destroy_process_group()
 
 
+def measure_single_process(args: argparse.Namespace) -> dict[str, Any]:
+    """Today's one-process discovery (the symmetric tiled kernel, one thread) on the same bank."""
+    from and_plugin.curriculum import entropy_and_neighbours
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bank = seeded_rows(args.size, args.dim, 0, args.size)
+        wall, cpu = time.perf_counter(), time.process_time()
+        _, nearest = entropy_and_neighbours(bank, args.temperature, args.k, threads=1)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        torch.set_num_threads(previous)
+    return {"wall_s": wall, "cpu_s": cpu, "nearest": nearest}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -106,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--layout", choices=["sharded", "replicated"], default="sharded")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    single = measure_single_process(args)
+    print(f"one process (symmetric kernel): wall {single['wall_s']:.2f} s, CPU {single['cpu_s']:.2f} s", flush=True)
     runs = []
     with tempfile.TemporaryDirectory() as out_dir:
         for world in args.worlds:
@@ -114,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{[round(r['cpu_s'], 2) for r in runs[-1]['per_rank']]} s", flush=True)
     base = runs[0]
     base_nearest, base_entropy = base["nearest"], base["entropy"]
+    single["neighbours_identical_to_baseline"] = bool(torch.equal(single.pop("nearest"), base_nearest))
     for run in runs:
         run["neighbours_identical_to_baseline"] = bool(torch.equal(run.pop("nearest"), base_nearest))
         entropy = run.pop("entropy")
@@ -122,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wall_speedup": base["wall_s"] / run["wall_s"],
             "cpu_total_over_baseline": run["cpu_s_total"] / base["cpu_s_total"],
             "cpu_max_rank_over_baseline": run["cpu_s_max_rank"] / base["cpu_s_total"],
+            "cpu_max_rank_over_single_process": run["cpu_s_max_rank"] / single["cpu_s"],
         }
     result = {
         "date": datetime.date.today().isoformat(),
@@ -136,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "size": args.size, "dim": args.dim, "k": args.k, "layout": args.layout,
         "flops_per_rank": f"2·n_r·N·d ≈ {2 * args.size * args.size * args.dim:.3g}/W",
+        "single_process": single,
         "runs": runs,
     }
     for run in runs[1:]:
