@@ -23,7 +23,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from and_plugin.checkpoint import CheckpointError, load_checkpoint
 from and_plugin.run_checkpoint import RunCheckpoint
 from and_plugin.rundir import RunDirError
-from and_plugin.sharded import RowPartition, ShardedRunCheckpoint
+from and_plugin import RowPartition, ShardedRunCheckpoint
 
 
 def global_tensors(size: int, width: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -256,7 +256,7 @@ def test_a_checkpoint_file_rank_0_cannot_write_fails_every_rank_and_keeps_the_pr
 _SAVER = """
 import sys, torch
 from pathlib import Path
-from and_plugin.sharded import RowPartition, ShardedRunCheckpoint
+from and_plugin import RowPartition, ShardedRunCheckpoint
 output_dir, phase = Path(sys.argv[1]), sys.argv[2]
 part = RowPartition(37)
 checkpoint = ShardedRunCheckpoint(output_dir)
