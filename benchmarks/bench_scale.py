@@ -10,7 +10,9 @@ k = 1), SGD, the Eq 8 write. Measured per rank:
 - **peak MiB**: the process's peak resident set during the case above its resident set before the
   bank was built (VmHWM, reset through /proc/self/clear_refs), so the bank's start, the round state,
   the loss's temporaries and the collectives' buffers all count;
-- **step s**: the median wall time of a step (forward, loss, backward, optimiser, bank write).
+- **step s**: the median wall time of a step (forward, loss, backward, optimiser, bank write), and
+  the median CPU time of the busiest rank's step (``time.process_time``: where the ranks share
+  fewer cores than W, CPU time shows each rank's work, wall time the machine's load).
 
 Cases (``--cases``): ``memory`` — N = 4M, d = 128, float16, replicated (W = 2) and sharded (W = 4),
 3 steps; ``step`` — N = 1M, d = 128, float32, both layouts at W = 4, 5 steps. Replicated memory per
@@ -94,18 +96,19 @@ def _worker(rank: int, world: int, port: int, case: dict[str, Any], out: str) ->
         else:
             bank = MemoryBank(size, dim, dtype=dtype)
         state = _round_state(size)
-        times = []
+        times, cpu_times = [], []
         for _ in range(case["steps"]):
             inputs = torch.randn(local_batch, 32, generator=generator)
             indices = torch.randint(0, size, (local_batch,), generator=generator)
             dist.barrier()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             features = F.normalize(model(inputs), dim=1)
             loss = criterion(features, indices, bank, state)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             bank.update(indices, features)
+            cpu_times.append(time.process_time() - cpu_started)
             dist.barrier()
             times.append(time.perf_counter() - started)
         row = {
@@ -113,6 +116,7 @@ def _worker(rank: int, world: int, port: int, case: dict[str, Any], out: str) ->
             "bank_mib": bank.bank.numel() * bank.bank.element_size() / 2**20,
             "peak_mib": (_status("VmHWM") - before) / 2**20,
             "step_s": statistics.median(times),
+            "step_cpu_s": statistics.median(cpu_times),
             "bank_rows": bank.bank.shape[0],
         }
         Path(out, f"rank{rank}.json").write_text(json.dumps(row))
@@ -127,7 +131,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
     return {**case, "ranks": ranks,
             "bank_mib_max": max(r["bank_mib"] for r in ranks),
             "peak_mib_max": max(r["peak_mib"] for r in ranks),
-            "step_s_max": max(r["step_s"] for r in ranks)}
+            "step_s_max": max(r["step_s"] for r in ranks),
+            "step_cpu_s_max": max(r["step_cpu_s"] for r in ranks)}
 
 
 def cases(which: list[str], ci: bool) -> list[dict[str, Any]]:
@@ -147,11 +152,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# Sharded vs replicated memory bank ({result['date']})", "",
              f"{result['machine']['cpu']}, {result['machine']['cpu_cores']} cores, gloo, one torch thread per "
              f"process, torch {result['machine']['torch']}. Command: `{result['command']}`.", "",
-             "| case | layout | W | N | dtype | bank MiB / rank | peak MiB / rank | step s (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| case | layout | W | N | dtype | bank MiB / rank | peak MiB / rank | step s (median) | step CPU s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in result["cases"]:
+        cpu = f"{row['step_cpu_s_max']:.2f}" if "step_cpu_s_max" in row else ""
         lines.append(f"| {row['name']} | {row['layout']} | {row['world']} | {row['size']:,} | {row['dtype']} | "
-                     f"{row['bank_mib_max']:.0f} | {row['peak_mib_max']:.0f} | {row['step_s_max']:.2f} |")
+                     f"{row['bank_mib_max']:.0f} | {row['peak_mib_max']:.0f} | {row['step_s_max']:.2f} | {cpu} |")
     lines.append("")
     for name, ratio in result["ratios"].items():
         lines.append(f"- {name}: **{ratio:.3f}**")
@@ -182,6 +188,8 @@ def main() -> None:
     if ("step", "sharded") in by and ("step", "replicated") in by:
         s, r = by["step", "sharded"], by["step", "replicated"]
         ratios[f"step time at N={s['size']:,}, sharded / replicated (W={s['world']})"] = s["step_s_max"] / r["step_s_max"]
+        ratios[f"step CPU time at N={s['size']:,}, sharded / replicated (W={s['world']})"] = (
+            s["step_cpu_s_max"] / r["step_cpu_s_max"])
     for name, value in ratios.items():
         print(f"{name}: {value:.3f}")
     if args.ci:
