@@ -240,7 +240,6 @@ class Trainer:
             # memory_bank, curriculum, bank_initialised, round, written; a sharded bank's rows go to
             # the per-rank shards of its checkpoint instead (see save()).
             **({"method_shared": self.method.sharded_state()[0]} if self.method.sharded else self.method.state_dict()),
-            "bank_layout": self.config.method.bank_layout,
             "position": self.position,
             "plan": self.plan,
             "history": self.history,
@@ -256,10 +255,6 @@ class Trainer:
                 f"checkpoint: its round plan {state['plan']} differs from this config's {self.plan}; "
                 "resume with the config the run was started with"
             )
-        layout = state.get("bank_layout", "replicated")
-        if layout != self.config.method.bank_layout:
-            raise ValueError(f"checkpoint: written with method.bank_layout={layout!r}, this run has "
-                             f"{self.config.method.bank_layout!r}; resume with the layout the run was started with")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if not self.method.sharded:

@@ -101,3 +101,22 @@ def test_the_initial_rows_of_a_shard_are_the_replicated_bank_rows():
     for world in (1, 3, 4):
         rows = [ShardedMemoryBank(1001, 8, seed=5, partition=RowPartition(1001, world, r)).bank for r in range(world)]
         assert torch.equal(torch.cat(rows), whole)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method.bank_layout=sharded", "method.loss=contrastive"],
+     "method.loss must be 'neighbourhood' with method.bank_layout='sharded' (PML losses and miners read the whole "
+     "bank), got 'contrastive'"),
+    (["method.bank_layout=sharded", "method.discovery=faiss"],
+     "method.discovery must be 'exact' with method.bank_layout='sharded' (faiss searches an index of the whole "
+     "bank), got 'faiss'"),
+    (["method.discovery_kwargs={nprobe: 4}"],
+     "method.discovery_kwargs must be empty with method.discovery='exact' (the keys are faiss's), got {'nprobe': 4}"),
+    (["method.bank_layout=shard"], "method.bank_layout must be one of ['replicated', 'sharded'], got 'shard'"),
+])
+def test_settings_a_sharded_bank_cannot_honour_are_refused_when_the_config_is_read(overrides, message):
+    from and_plugin import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as error:
+        load_config(None, overrides)
+    assert str(error.value) == message

@@ -195,3 +195,17 @@ def test_a_sharded_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path):
     resumed = _train(tmp_path, "resumed", 2, "sharded", "run.resume=true", output=killed)
     straight = _train(tmp_path, "straight", 2, "sharded")
     _close(resumed, straight, exact=True, resumed=True)
+
+
+@pytest.mark.distributed
+def test_a_checkpoint_is_resumed_only_under_the_bank_layout_that_wrote_it(tmp_path):
+    replicated = tmp_path / "replicated"
+    Trainer(_config(replicated, "replicated"), tiny_backbone(), tiny_dataset(n=N)).fit(stop_after_epochs=1)
+    with pytest.raises(mp.ProcessRaisedException, match=r"holds no sharded memory bank \(it was written with "
+                                                         r"method.bank_layout=replicated\); resume it with"):
+        _train(tmp_path, "sharded", 1, "sharded", "run.resume=true", output=replicated)
+    sharded = tmp_path / "sharded"
+    _train(tmp_path, "first", 1, "sharded", stop_after=1, output=sharded)
+    with pytest.raises(ValueError, match="was trained on something else than this run; refusing to resume. "
+                                         "Differences \\(checkpoint -> now\\): method.bank_layout: 'sharded' -> 'replicated'"):
+        Trainer(_config(sharded, "replicated", "run.resume=true"), tiny_backbone(), tiny_dataset(n=N)).fit()
