@@ -161,7 +161,8 @@ class MethodConfig:
                  f"keys of {sorted(DISCOVERY_KWARGS)}" if self.discovery == "faiss"
                  else "empty with method.discovery='exact' (the keys are faiss's)")
         _require(not (self.discovery == "faiss" and self.bank_layout == "sharded"), "method.discovery",
-                 self.discovery, "'exact' with method.bank_layout='sharded' (faiss searches an index of the whole bank)")
+                 self.discovery,
+                 "'exact' with method.bank_layout='sharded' (faiss searches an index of the whole bank)")
         from .loss_names import loss_class  # fills LOSSES, MINERS and CURRICULA
         from .registry import CURRICULA, MINERS
 

@@ -242,7 +242,8 @@ class ANDModule(pl.LightningModule):
         if loaded is None or loaded[0].get("save_id") != saved["save_id"]:
             raise CheckpointError(
                 f"checkpoint: its memory bank rows ({saved['bank_dir']}/{saved['shards']}, {saved['save_id']}) were "
-                "replaced by a later save; resume from the newest checkpoint (ckpt_path='last'), or load the weights alone")
+                "replaced by a later save; resume from the newest checkpoint (ckpt_path='last'), or load the weights "
+                "alone")
         rows = {key: value.to(self.device) for key, value in loaded[1].items()}  # type: ignore[index]
         self.method.load_sharded_state(saved["method_shared"], rows)
 

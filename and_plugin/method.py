@@ -184,9 +184,10 @@ class ANDMethod:
         Args:
             round_index: r in [0, R].
             bank_features: Returns the features (N, d) of every training image from the current
-                network (with a sharded bank it may return this rank's rows only). Called when the bank has never been written (round0 = "random":
-                discovery on the untrained network's features instead of random vectors), and
-                when some rows were never written (those rows are filled from it).
+                network (with a sharded bank it may return this rank's rows only). Called when
+                the bank has never been written (round0 = "random": discovery on the untrained
+                network's features instead of random vectors), and when some rows were never
+                written (those rows are filled from it).
 
         Returns:
             The round's :class:`~and_plugin.curriculum.RoundState`; None for round 0.
@@ -303,7 +304,7 @@ class ANDMethod:
 
         Returns:
             ``(shared, rows)``: ``shared`` is small (round, flags, the round state's round and
-            consistency); ``rows`` maps :data:`SHARDED_KEYS` to this rank's rows of the bank, of
+            consistency); ``rows`` maps ``SHARDED_KEYS`` to this rank's rows of the bank, of
             the written mask and of the round state (entropy, anchor mask, neighbours), each
             (partition.count, ...). A sharded checkpoint stores ``rows`` per rank.
         """

@@ -421,7 +421,8 @@ class Trainer:
         """``bank_cosine`` of the epoch, and a warning the first time the features look collapsed."""
         if self.collapse is None:
             return {}
-        return self.collapse.update(self.bank if self.method.sharded else self.bank.bank, f"round {round_index}, epoch {epoch + 1}", loss,
+        bank = self.bank if self.method.sharded else self.bank.bank  # a sharded one sums its rows across ranks
+        return self.collapse.update(bank, f"round {round_index}, epoch {epoch + 1}", loss,
                                     method_uniform_loss(self.method), warn=is_main_process())
 
     def _check_divergence(self, collective: bool = True) -> None:

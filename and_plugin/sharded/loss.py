@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from .bank import ShardedMemoryBank
 
 
-def shard_softmax(queries: Tensor, keys: Tensor, temperature: float, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+def shard_softmax(
+    queries: Tensor, keys: Tensor, temperature: float, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
     """log Σ_k exp(q·k/τ) and Σ_k softmax_k(q·k/τ) k over one shard of keys.
 
     Args:
@@ -71,8 +73,10 @@ class _ShardedLoss(torch.autograd.Function):
     """Per-query Eq 7 of this rank's queries; the bank shards are constants."""
 
     @staticmethod
-    def forward(ctx: Any, features: Tensor, gathered: Tensor, positives: Tensor, mask: Tensor, shard: Tensor,  # type: ignore[override]
-                start: int, temperature: float, chunk_size: int | None, counts: list[int]) -> Tensor:
+    def forward(  # type: ignore[override]
+        ctx: Any, features: Tensor, gathered: Tensor, positives: Tensor, mask: Tensor, shard: Tensor,
+        start: int, temperature: float, chunk_size: int | None, counts: list[int],
+    ) -> Tensor:
         keys = shard.to(gathered.dtype)
         lse_part, expectation = shard_softmax(gathered, keys, temperature, chunk_size)
         rows = keys.shape[0]
@@ -152,7 +156,8 @@ def sharded_neighbourhood_loss(
         mask = torch.ones_like(positives, dtype=torch.bool)
     else:
         if round_state.num_samples != bank.size:
-            raise ValueError(f"round_state: it covers {round_state.num_samples} samples but the bank has {bank.size} rows")
+            raise ValueError(f"round_state: it covers {round_state.num_samples} samples but the bank has "
+                             f"{bank.size} rows")
         positives, mask = round_state.positives(gathered_indices)
     losses = _ShardedLoss.apply(features, gathered, positives.to(device), mask.to(device), bank.bank,
                                 bank.partition.start, float(temperature), chunk_size, counts)
