@@ -190,9 +190,24 @@ def markdown(result: dict[str, Any]) -> str:
             same = {True: "identical", False: "differ", None: ""}[run["identical"]]
             out.append(f"| {run['world']} | {run['cpu_s_max_rank']:.1f} | {formula} | {run['wall_s']:.1f} | {same} |")
         out.append("")
-    for entry in rates.get("faiss", []):
-        out += [f"Approximate discovery (`{entry['file']}`): see the table of that file in "
-                "[benchmark results](performance.md).", ""]
+    quality = [e for e in rates.get("faiss", []) if e.get("part") == "quality"]
+    timing = [e for e in rates.get("faiss", []) if e.get("part") != "quality"]
+    for entry in quality:
+        worst = min(r["jaccard"] for r in entry["rounds"] if r["S"] < 1)
+        out += [f"Approximate discovery against exact, N = {entry['N']:,} real features "
+                f"(`{entry['file']}`, {entry['threads']} threads): exact {entry['exact_s']:.0f} s, faiss "
+                f"{entry['faiss_s']:.0f} s (x{entry['speedup']:.1f}); neighbour recall@1 {entry['recall@1']:.4f}, "
+                f"recall@5 {entry['recall@5']:.4f}; anchor-set Jaccard {worst:.4f} at worst over the rounds; "
+                f"entropy relative error {entry['entropy_median_rel_err']:.1e} median, "
+                f"{entry['entropy_max_rel_err']:.1e} max.", ""]
+        rates["exact_pairs_per_s"] = entry["N"] ** 2 / entry["exact_s"]
+    if timing:
+        out += ["| N | faiss discovery | exact, projected from the measured rate (N² pairs) |", "|---|---|---|"]
+        for entry in timing:
+            projected = (entry["N"] ** 2 / rates["exact_pairs_per_s"]) if "exact_pairs_per_s" in rates else None
+            out.append(f"| {entry['N']:,} | {_duration(entry['faiss_s'])} (`{entry['file']}`) | "
+                       f"{'' if projected is None else _duration(projected)} |")
+        out.append("")
     out += ["## Projections (assumed GPU rates, not measured)", "",
             f"Assumed per GPU: {a['gpu_flops'] / 1e12:.0f} TFLOP/s sustained for the FP32/TF32 matrix products, "
             f"{a['gpu_exp_per_s'] / 1e12:.0f}e12 exponentials/s, {a['link_bytes_per_s'] / 1e9:.0f} GB/s between "
