@@ -224,9 +224,9 @@ def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = Non
     torchrun = TorchrunEnvironment.from_environ()
     if torchrun is not None and args.slurm:
         raise ConfigError(
-            f"--slurm: got it in a process torchrun started (rank {torchrun.rank} of WORLD_SIZE="
-            f"{torchrun.world_size}); allowed: --slurm from one plain python process (the SLURM job starts "
-            "its own processes), or torchrun without --slurm"
+            f"--slurm: got it in a process torchrun started (WORLD_SIZE={torchrun.world_size}); allowed: "
+            "--slurm from one plain python process (the SLURM job starts its own processes), or torchrun "
+            "without --slurm"
         )
     config = _resolve(config_path, args)
     if args.slurm:
