@@ -201,7 +201,12 @@ def _resolve(recipe: str | os.PathLike[str] | dict[str, Any], args: argparse.Nam
     data = merge(data, {"run": run} if run else {})
     if args.data_dir:
         data = merge(data, {"data": {"root": args.data_dir}})
-    return load_config(data, overrides=list(args.overrides))
+    config = load_config(data, overrides=list(args.overrides))
+    if config.data.dataset == "image_folder" and config.data.root is None:  # it has no default location
+        raise ConfigError("data.root must be the folder of images (root/<class>/<image> or "
+                          "root/<split>/<class>/<image>) when data.dataset='image_folder', e.g. --data-dir "
+                          "/data/my_images, got None")
+    return config
 
 
 def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> Any:

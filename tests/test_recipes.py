@@ -22,13 +22,13 @@ EXPECTED = {
     "cifar10_alexnet", "cifar100_alexnet", "svhn_alexnet", "cifar10_resnet18", "cifar10_resnet101",
     "imagenet_alexnet", "imagenet_resnet18", "cub200_resnet18", "dogs_resnet18", "cifar10_instance",
     "ablation_neighbours", "ablation_rounds", "ablation_one_off", "ablation_random_init",
-    "ablation_epochs_per_round",
+    "ablation_epochs_per_round", "folder_resnet50_sharded",
 }
 #: Recipes whose smoke run takes over 20 s on the shared 2-core CPU: 224x224 inputs, ResNet101, and
 #: the CIFAR-100 / SVHN AlexNet recipes (25-30 s; in --smoke they differ from cifar10_alexnet, which
 #: stays in the fast set, only by name and SVHN's normalisation).
 SLOW = {"cifar10_resnet101", "imagenet_alexnet", "imagenet_resnet18", "cub200_resnet18", "dogs_resnet18",
-        "cifar100_alexnet", "svhn_alexnet"}
+        "cifar100_alexnet", "svhn_alexnet", "folder_resnet50_sharded"}
 CPU = ["run.threads=1", "run.progress=false", "run.device=cpu"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _FINISHED: dict[str, tuple[Path, object]] = {}
