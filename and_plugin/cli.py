@@ -257,10 +257,10 @@ def _train_under_torchrun(config: Config, env: Any) -> Any:
         config: The validated run.
         env: The :class:`~and_plugin.launcher.process_group.TorchrunEnvironment` of this process.
     """
-    from .launcher.process_group import job_device, local_threads, process_group
+    from .launcher.process_group import local_threads, process_group
     from .run import run_training
 
-    config.run.device = job_device(config.run.device, env.local_rank)
+    config.run.device = env.device(config.run.device)
     if config.run.threads is None:
         config.run.threads = local_threads(env.local_world_size)
     with process_group(config.run.device, env.world_size):

@@ -128,3 +128,24 @@ def test_a_torchrun_process_is_recognised_by_its_environment():
     with pytest.raises(ValueError, match=r"torchrun environment: RANK, WORLD_SIZE.*'WORLD_SIZE': 'two'"):
         TorchrunEnvironment.from_environ({**base, "WORLD_SIZE": "two"})
     assert [local_threads(w, cores=8) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+
+def test_a_torchrun_process_picks_its_device():
+    env = TorchrunEnvironment(rank=1, world_size=2, local_rank=1, local_world_size=2)
+    assert env.device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        assert env.device("auto") == "cpu"
+        with pytest.raises(ValueError, match=r"run.device: got 'cuda', but this job sees no CUDA device"):
+            env.device("cuda")
+
+
+@pytest.mark.gpu
+def test_more_torchrun_processes_than_gpus_is_one_line():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    gpus = torch.cuda.device_count()
+    assert TorchrunEnvironment(0, gpus, 0, gpus).device("auto") == "cuda:0"
+    assert TorchrunEnvironment(gpus - 1, gpus, gpus - 1, gpus).device("cuda:0") == f"cuda:{gpus - 1}"
+    with pytest.raises(ValueError, match=rf"--nproc_per_node: got {gpus + 1} processes on this machine, which has "
+                                         rf"{gpus} visible GPU\(s\) \(run.device='auto'\); allowed: at most {gpus}"):
+        TorchrunEnvironment(0, gpus + 1, 0, gpus + 1).device("auto")

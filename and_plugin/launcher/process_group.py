@@ -75,6 +75,26 @@ class TorchrunEnvironment:
             return None
         return layout
 
+    def device(self, requested: str) -> str:
+        """This process's device: ``cuda:<local_rank>`` or ``cpu`` (see :func:`job_device`).
+
+        Raises:
+            ConfigError: A GPU was asked for (``run.device`` ``cuda``, or ``auto`` on a machine
+                with GPUs) and there are fewer GPUs than processes on this machine: torchrun
+                does not bind one GPU to each process, so two would share one.
+        """
+        import torch
+
+        device = job_device(requested, self.local_rank)
+        visible = torch.cuda.device_count() if device.startswith("cuda") else 0
+        if device.startswith("cuda") and self.local_world_size > visible:
+            raise ConfigError(
+                f"--nproc_per_node: got {self.local_world_size} processes on this machine, which has {visible} "
+                f"visible GPU(s) (run.device={requested!r}); allowed: at most {visible} (one process per GPU), "
+                "or run.device=cpu"
+            )
+        return device
+
 
 def local_threads(local_world_size: int, cores: int | None = None) -> int:
     """torch CPU threads per process when ``local_world_size`` processes share this machine.
