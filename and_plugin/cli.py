@@ -23,8 +23,9 @@ Options (see ``--help`` of any recipe):
   ``python -m torch.distributed.run --nproc_per_node=W -m and_plugin --recipe NAME ...``): every
   process joins one process group (NCCL on ``cuda:<LOCAL_RANK>`` when ``run.device`` is ``cuda``,
   or ``auto`` with GPUs; gloo on CPUs) and trains its share of every global batch; rank 0 alone
-  prints and writes the run directory. ``run.threads``, when unset, is the machine's cores
-  divided by ``LOCAL_WORLD_SIZE`` (at least 1). ``--slurm`` under torchrun is an error.
+  prints and writes the run directory. ``run.threads``, when unset, is the cores this process
+  may use divided by ``LOCAL_WORLD_SIZE`` (at least 1). ``--slurm`` under torchrun is an error,
+  and so are more processes on a machine than its GPUs when training on GPUs.
 - ``key=value`` (any number): config overrides, applied last, e.g. ``method.neighbours=5``.
 
 Precedence, lowest first: recipe YAML, ``--config`` files, ``--smoke``, ``--data-dir`` /
@@ -50,10 +51,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .config import Config, ConfigError, load_config, merge
+
+if TYPE_CHECKING:
+    from .launcher.process_group import TorchrunEnvironment
 
 __all__ = ["SMOKE", "USER_ERRORS", "build_parser", "exit_on_error", "main", "recipe_config", "run_recipe",
            "smoke_settings"]
@@ -246,7 +250,7 @@ def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = Non
     return run_training(config)
 
 
-def _train_under_torchrun(config: Config, env: Any) -> Any:
+def _train_under_torchrun(config: Config, env: TorchrunEnvironment) -> Any:
     """Trains as one of the processes torchrun started: joins their process group, then trains.
 
     The device is ``cuda:<LOCAL_RANK>`` (NCCL) when ``run.device`` is ``cuda`` or ``auto`` with

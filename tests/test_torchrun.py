@@ -44,7 +44,7 @@ def _torchrun(*args: str, module: bool = False, timeout: float = 120) -> subproc
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                OMP_NUM_THREADS="1")
     command = [*launcher, "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _reference_worker(rank: int, world: int, port: int, argv: list[str]) -> None:
@@ -100,8 +100,8 @@ def test_torch_distributed_run_drives_python_m_and_plugin(layout, tmp_path, two_
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("bad, message", [
-    (["--slurm"], "error: --slurm: got it in a process torchrun started (WORLD_SIZE=2); allowed: --slurm from one "
-                  "plain python process"),
+    (["--slurm"], ("error: --slurm: got it in a process torchrun started (WORLD_SIZE=2); allowed: --slurm from "
+                   "one plain python process")),
     (["run.device=cuda"], "error: run.device: got 'cuda', but this job sees no CUDA device"),
 ])
 def test_a_bad_combination_under_torchrun_is_one_line(bad, message, tmp_path):
