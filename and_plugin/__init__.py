@@ -8,6 +8,9 @@ The four AND components, each usable alone:
   :class:`LabelFilteredCurriculum`, a diagnostic that drops class-inconsistent neighbourhoods.
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
+- :class:`ShardedMemoryBank` — the bank split by rows over the ranks of torch.distributed
+  (``method.bank_layout="sharded"``), with :class:`RowPartition` (who owns which rows) and
+  :class:`ShardedRunCheckpoint` (per-rank checkpoints, re-sharded on resume).
 
 plus :class:`ANDMethod` (the three together, for any training loop), the :class:`Trainer` that
 runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registries and the evaluators.
@@ -41,6 +44,7 @@ from .criteria import PMLCriterion, build_criterion
 from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, EVALUATORS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
+from .sharded import RowPartition, ShardedMemoryBank, ShardedRunCheckpoint
 from .trainer import FitResult, Trainer
 
 __all__ = [
@@ -75,7 +79,10 @@ __all__ = [
     "PresetInfo",
     "NeighbourhoodLoss",
     "Registry",
+    "ShardedMemoryBank",
+    "ShardedRunCheckpoint",
     "RoundState",
+    "RowPartition",
     "RunDirError",
     "Trainer",
     "bank_logsumexp",

@@ -221,6 +221,13 @@ class NeighbourhoodLoss(nn.Module):
         check_shape("features", features, (None, None))
         check_shape("bank", keys, (None, features.shape[1]))
         check_index_tensor("indices", indices)
+        if getattr(bank, "sharded", False):  # a ShardedMemoryBank: the same Eq 7, exact, across ranks
+            from .sharded.loss import sharded_neighbourhood_loss
+
+            check_shape("indices", indices, (features.shape[0],))
+            check_rows("features", features)
+            return sharded_neighbourhood_loss(features, indices, bank, round_state,  # type: ignore[arg-type]
+                                              self.temperature, self.chunk_size, reduction)
         check_shape("indices", indices, (features.shape[0],))
         check_rows("features", features)  # unit and finite; no host sync on CUDA
         if reduction not in REDUCTIONS:
