@@ -32,7 +32,7 @@ CONFIG = REPO / "recipes" / "configs" / f"{RECIPE}.yaml"
 SMOKE = ["--smoke", "model.backbone=small_cnn", "eval.linear_probe=false", "run.deterministic=true",
          "run.progress=false", "run.device=cpu"]
 #: The sharded layout is built beside this; its case runs once the package has it.
-SHARDED_AVAILABLE = False
+SHARDED_AVAILABLE = True
 LAYOUTS = ["replicated", pytest.param("sharded", marks=pytest.mark.skipif(
     not SHARDED_AVAILABLE, reason="sharded layout not available"))]
 
@@ -68,7 +68,7 @@ def two_process_history(tmp_path_factory) -> list[dict]:
 
 
 def _check_one_run_of_two_ranks(result: subprocess.CompletedProcess[str], output_dir: Path,
-                                reference: list[dict]) -> None:
+                                reference: list[dict], layout: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     # rank 0 alone prints (the start line and the summary table) and writes the run directory
     assert result.stdout.count("torchrun: world size 2 (2 process(es) on this machine), gloo") == 1, result.stdout
@@ -81,13 +81,15 @@ def _check_one_run_of_two_ranks(result: subprocess.CompletedProcess[str], output
     history = load_checkpoint(output_dir / "checkpoint.pt")["history"]
     assert [h["loss"] for h in history] == pytest.approx([h["loss"] for h in reference], rel=1e-5)
     assert [h.get("knn") for h in history] == [h.get("knn") for h in reference]
+    # a sharded bank: each rank wrote its own rows beside checkpoint.pt
+    assert bool(list(output_dir.glob("shards-*"))) == (layout == "sharded")
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_torchrun_runs_a_recipe_script_as_one_two_process_run(layout, tmp_path, two_process_history):
     result = _torchrun(f"recipes/{RECIPE}.py", *SMOKE, "--output-dir", str(tmp_path), f"method.bank_layout={layout}")
-    _check_one_run_of_two_ranks(result, tmp_path, two_process_history)
+    _check_one_run_of_two_ranks(result, tmp_path, two_process_history, layout)
 
 
 @pytest.mark.distributed
@@ -95,7 +97,7 @@ def test_torchrun_runs_a_recipe_script_as_one_two_process_run(layout, tmp_path, 
 def test_torch_distributed_run_drives_python_m_and_plugin(layout, tmp_path, two_process_history):
     result = _torchrun("-m", "and_plugin", "--recipe", RECIPE, *SMOKE, "--output-dir", str(tmp_path),
                        f"method.bank_layout={layout}", module=True)
-    _check_one_run_of_two_ranks(result, tmp_path, two_process_history)
+    _check_one_run_of_two_ranks(result, tmp_path, two_process_history, layout)
 
 
 @pytest.mark.distributed
