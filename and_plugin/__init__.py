@@ -44,7 +44,8 @@ from .criteria import PMLCriterion, build_criterion
 from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, EVALUATORS, LOSSES, MINERS, PRESETS, Registry
 from .sampling import GlobalBatchSampler
-from .sharded import RowPartition, ShardedMemoryBank, ShardedRunCheckpoint
+from .sharded import RowPartition, ShardedMemoryBank
+from .sharded.checkpoint import ShardedRunCheckpoint
 from .trainer import FitResult, Trainer
 
 __all__ = [

@@ -377,8 +377,8 @@ class EntropyCurriculum:
         """:meth:`discover` with the work split by rows over the ranks; every rank calls it at once.
 
         Each rank computes the entropy and neighbours of its own rows against the whole bank
-        (:func:`~and_plugin.sharded.distributed_entropy_and_neighbours`, ≈ 2N²d/W FLOPs per
-        rank) and its share of the anchors (:func:`~and_plugin.sharded.select_anchors_distributed`,
+        (:func:`~and_plugin.sharded.discovery.distributed_entropy_and_neighbours`, ≈ 2N²d/W FLOPs per
+        rank) and its share of the anchors (:func:`~and_plugin.sharded.selection.select_anchors_distributed`,
         no N-value gather). The per-rank results are then all-gathered into the whole
         :class:`RoundState` on every rank: anchor_mask (N,), neighbours (N, k), entropy (N,),
         that is O(N·k) integers, the state the loss and the miner read every step. It equals

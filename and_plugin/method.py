@@ -62,7 +62,7 @@ from .distributed import all_gather_known, is_distributed
 from .criteria import build_criterion
 from .memory_bank import MemoryBank, check_loaded_rows
 from .registry import CURRICULA
-from .sharded import RowPartition, ShardedMemoryBank
+from .sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
 
 #: How several views of one sample write the bank: see the module docstring.
 BANK_UPDATES = ("mean", "first")
@@ -134,7 +134,8 @@ class ANDMethod:
         self.curriculum = CURRICULA.build(config.curriculum, rounds=config.rounds, neighbours=config.neighbours,
                                           temperature=config.temperature, selection=config.selection,
                                           discovery=config.discovery, discovery_kwargs=config.discovery_kwargs)
-        self.criterion = _build_criterion(config, self.curriculum)
+        self.criterion = (ShardedNeighbourhoodLoss(config.temperature, config.loss_chunk_size) if self.sharded
+                          else _build_criterion(config, self.curriculum))
         self.round: int | None = None
         self.bank_initialised = False
         self.written = torch.zeros(self.partition.count if self.sharded else self.num_samples, dtype=torch.bool)

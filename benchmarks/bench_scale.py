@@ -49,7 +49,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from and_plugin import MemoryBank, NeighbourhoodLoss, RoundState
-from and_plugin.sharded import RowPartition, ShardedMemoryBank
+from and_plugin.sharded import ShardedMemoryBank, ShardedNeighbourhoodLoss
 
 RESULTS = ROOT / "benchmarks" / "results" / "scale"
 
@@ -83,7 +83,7 @@ def _worker(rank: int, world: int, port: int, case: dict[str, Any], out: str) ->
         local_batch = case["batch"] // world
         model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(32, dim))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.03)
-        criterion = NeighbourhoodLoss(temperature=0.07)
+        criterion = (ShardedNeighbourhoodLoss if case["layout"] == "sharded" else NeighbourhoodLoss)(temperature=0.07)
         generator = torch.Generator().manual_seed(100 + rank)
         dist.barrier()
         with open("/proc/self/clear_refs", "w") as file:

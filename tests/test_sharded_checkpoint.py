@@ -142,7 +142,7 @@ def _load_counting_bytes(output_dir: Path, size: int, width: int, limit: int) ->
     part = RowPartition.current(size)
     checkpoint = ShardedRunCheckpoint(output_dir)
     before = _bytes_read()
-    state, shards = checkpoint.load(part)
+    _state, shards = checkpoint.load(part)
     read = _bytes_read() - before
     assert shards["memory_bank"].shape == (part.count, width)
     assert read < limit, f"rank {part.rank} read {read} bytes for its {part.count} of {size} rows"
@@ -231,6 +231,24 @@ def _save_with_one_rank_wrong(output_dir: Path) -> None:
 def test_a_mistake_on_one_rank_fails_every_rank_instead_of_hanging(tmp_path):
     on_ranks(2, _save_with_one_rank_wrong, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def _save_an_unpicklable_state(output_dir: Path) -> None:
+    save_rows(output_dir, 10, 1, 0)
+    part = RowPartition.current(10)
+    rows = local_rows(global_tensors(10, seed=5), part)
+    if part.rank == 0:  # the writer of checkpoint.pt meets the error itself
+        with pytest.raises(Exception, match="lambda"):
+            ShardedRunCheckpoint(output_dir).save({"step": 2, "hook": lambda: None}, rows, part)
+    else:
+        with pytest.raises(CheckpointError, match=r"cannot be written: .*lambda.*; the previous checkpoint is kept$"):
+            ShardedRunCheckpoint(output_dir).save({"step": 2, "hook": lambda: None}, rows, part)
+    load_and_check(output_dir, 10, 1, 0)
+
+
+@pytest.mark.distributed
+def test_a_checkpoint_file_rank_0_cannot_write_fails_every_rank_and_keeps_the_previous(tmp_path):
+    on_ranks(2, _save_an_unpicklable_state, tmp_path)
 
 
 # ---------------------------------------------------------------- kill -9 while saving

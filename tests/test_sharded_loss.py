@@ -20,7 +20,7 @@ from conftest import free_port
 
 from and_plugin import MemoryBank, NeighbourhoodLoss, RoundState, neighbourhood_loss
 from and_plugin.distributed import all_gather_cat
-from and_plugin.sharded import RowPartition, ShardedMemoryBank
+from and_plugin.sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
 
 N, DIM, BATCH = 37, 8, 11
 
@@ -49,7 +49,9 @@ def _check_rank(rank: int, world: int, dtype: torch.dtype) -> None:
     features = F.normalize(torch.randn(BATCH, DIM, generator=generator), dim=1)
     upstream = torch.randn(BATCH, generator=generator)
     mine = _slice(rank, world)
-    criterion = NeighbourhoodLoss(temperature=0.07)
+    criterion = ShardedNeighbourhoodLoss(temperature=0.07)
+    with pytest.raises(ValueError, match="^bank: a ShardedMemoryBank holds this rank's rows only; use "):
+        NeighbourhoodLoss(temperature=0.07)(features[:2], indices[:2], sharded)  # a loss of the shard alone
     for state in (None, _round_state(1), _round_state(3)):
         positives, mask = (indices.view(-1, 1), None) if state is None else state.positives(indices)
         x = features.clone().requires_grad_()

@@ -267,8 +267,9 @@ def query_key_tiles(
     Returns:
         ``(z, w, best, index)``: Z_i = Σ_j e^(l_ij − c) and W_i = Σ_j e^(l_ij − c)(l_ij − c) over
         this block's keys (shape (n,), ``dtype``); the k largest logits·log2(e) (n, k) and their
-        GLOBAL key indices (n, k) long. k = 1 ties go to the smallest index; entries of a
-        block with fewer than k usable keys are −inf.
+        GLOBAL key indices (n, k) long. k = 1 ties go to the smallest index (k > 1: topk's
+        order, as in :func:`entropy_and_neighbours_tiled`); entries of a block with fewer than
+        k usable keys are −inf.
     """
     n, m, device = queries.shape[0], keys.shape[0], queries.device
     z = torch.zeros(n, dtype=dtype, device=device)

@@ -11,21 +11,21 @@ entries instead of N·d. The parts:
   against the whole bank (a ring of key blocks in the sharded layout);
 - :mod:`~and_plugin.sharded.selection`: the round's anchors chosen across ranks (a radix select,
   no rank gathers the N entropies);
-- :mod:`~and_plugin.sharded.checkpoint`: :class:`ShardedRunCheckpoint`, the run's checkpoint
-  with each rank's rows in its own file (torch.distributed.checkpoint), re-sharded on resume.
+- :mod:`~and_plugin.sharded.checkpoint`: ``ShardedRunCheckpoint``, the run's checkpoint with
+  each rank's rows in its own file (torch.distributed.checkpoint), re-sharded on resume; it sits
+  with the trainer's checkpoints (not re-exported here, which the core modules import).
 """
 
 from .bank import ShardedMemoryBank
-from .checkpoint import ShardedRunCheckpoint
 from .discovery import distributed_entropy_and_neighbours
-from .loss import sharded_neighbourhood_loss
+from .loss import ShardedNeighbourhoodLoss, sharded_neighbourhood_loss
 from .partition import RowPartition
 from .selection import select_anchors_distributed
 
 __all__ = [
     "RowPartition",
     "ShardedMemoryBank",
-    "ShardedRunCheckpoint",
+    "ShardedNeighbourhoodLoss",
     "distributed_entropy_and_neighbours",
     "select_anchors_distributed",
     "sharded_neighbourhood_loss",

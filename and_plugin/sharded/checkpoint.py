@@ -95,7 +95,7 @@ class ShardedRunCheckpoint:
                 not fit the partition or differ between ranks; nothing is written then.
         """
         error = _partition_error(partition) or _check_save_arguments(state, shards, partition)
-        specs = _all_gather((error, _shard_specs(shards) if error is None else None, partition.size))
+        specs = _all_gather((error, _shard_specs(shards) if error is None else None, getattr(partition, "size", None)))
         _raise_first_error([e for e, _, _ in specs])
         reference = specs[0][1]
         for rank, (_, spec, size) in enumerate(specs):
@@ -108,6 +108,7 @@ class ShardedRunCheckpoint:
                     f"{_describe(reference)} on rank 0 and {_describe(spec)} on rank {rank}")
         main = get_rank() == 0
         outcome: Any = None
+        failure: Exception | None = None  # rank 0's own error, raised there as it is
         if main:
             try:
                 number = 1 + max(self._numbers(), default=0)  # before the clean-up: never reuse a name
@@ -115,9 +116,11 @@ class ShardedRunCheckpoint:
                 temporary = self.output_dir / f"{SHARDS_PREFIX}{number}.tmp"
                 temporary.mkdir(parents=True)
                 outcome = number
-            except OSError as err:
-                outcome = f"{type(err).__name__}: {err}"
+            except Exception as err:  # noqa: BLE001 - every rank must hear of it, or the others wait forever
+                failure, outcome = err, f"{type(err).__name__}: {err}"
         outcome = broadcast_object(outcome)
+        if failure is not None:
+            raise failure
         if isinstance(outcome, str):
             raise CheckpointError(f"sharded checkpoint in {str(self.output_dir)!r} cannot be written: {outcome}")
         number = outcome
@@ -144,9 +147,11 @@ class ShardedRunCheckpoint:
                 save_checkpoint({**state, LAYOUT_KEY: layout}, self.path)
                 self._remove_shard_dirs(keep=name)
                 outcome = None
-            except OSError as err:
-                outcome = f"{type(err).__name__}: {err}"
+            except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+                failure, outcome = err, f"{type(err).__name__}: {err}"
         outcome = broadcast_object(outcome)
+        if failure is not None:
+            raise failure
         if outcome is not None:
             raise CheckpointError(f"sharded checkpoint in {str(self.output_dir)!r} cannot be written: {outcome}; "
                                   "the previous checkpoint is kept")

@@ -1,6 +1,6 @@
 """Exact neighbourhood discovery (Eq 1 and 5) with every rank computing only its own rows.
 
-Rank r holds the query rows [start_r, stop_r) of its :class:`~and_plugin.sharded.RowPartition`
+Rank r holds the query rows [start_r, stop_r) of its :class:`~and_plugin.sharded.partition.RowPartition`
 and streams the whole bank past them, one key block (one rank's rows) at a time:
 
 - ``replicated`` layout (``full_bank`` given): the key blocks are slices of the local copy of the
@@ -18,8 +18,9 @@ partial sums, best value per row (k = 1) or a running top-k (k > 1). The blocks'
 are added in float64, so their sum is exact in practice (a float32 partial has 24 significant
 bits) and does not depend on the ring order: duplicate rows on different ranks get the same
 entropy. Neighbours from different blocks are merged with ties to the smallest index. Where the
-norms spread too far for the shared shift (see :data:`~and_plugin.kernels.refresh_tiles.
-SHIFT_LIMIT`), every row keeps an online log-sum-exp (running max, Z, W) in float64 instead.
+norms spread too far for the shared shift (see
+:data:`~and_plugin.kernels.refresh_tiles.SHIFT_LIMIT`), every row keeps an online log-sum-exp
+(running max, Z, W) in float64 instead.
 """
 
 from __future__ import annotations
@@ -176,9 +177,10 @@ def distributed_entropy_and_neighbours(
     """Entropy (Eq 5) and top-k neighbours (Eq 1) of this rank's rows against the whole bank.
 
     The numbers of :func:`and_plugin.curriculum.entropy_and_neighbours` on the whole bank,
-    rows [partition.start, partition.stop) of them: the same neighbours (k = 1 and k > 1, exact
-    ties to the smallest index) and the entropy to float rounding (a few 1e-7 relative in
-    float32). Every rank calls it at once (it runs collectives when ``partition.world`` > 1).
+    rows [partition.start, partition.stop) of them: the same neighbours and the entropy to float
+    rounding (a few 1e-7 relative in float32). Exact ties go to the smallest index (for k > 1,
+    inside one tile, to ``topk``'s order, as in one process). Every rank calls it at once (it
+    runs collectives when ``partition.world`` > 1).
 
     Work per rank: its n_r ≈ N/W query rows against all N keys, 2·n_r·N·d ≈ 2N²d/W FLOPs of
     matrix products plus n_r·N exponentials; no rank ever holds an N x N block or, in the

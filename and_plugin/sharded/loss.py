@@ -25,7 +25,9 @@ from torch import Tensor
 
 from ..distributed import all_gather_known, all_gather_rows, get_rank
 from ..kernels.bank_logsumexp import checked_fused_attention
-from ..loss import REDUCTIONS, reference_bank_logsumexp
+from .._validation import check_rows, check_shape
+from ..kernels.gather import check_index_tensor
+from ..loss import REDUCTIONS, NeighbourhoodLoss, reference_bank_logsumexp
 
 if TYPE_CHECKING:
     from ..curriculum import RoundState
@@ -161,4 +163,34 @@ def sharded_neighbourhood_loss(
     return losses
 
 
-__all__ = ["shard_softmax", "sharded_neighbourhood_loss"]
+class ShardedNeighbourhoodLoss(NeighbourhoodLoss):
+    """:class:`~and_plugin.loss.NeighbourhoodLoss` (Eq 7) against a sharded bank, exact.
+
+    The same arguments and result as its parent; ``bank`` must be a
+    :class:`~and_plugin.sharded.bank.ShardedMemoryBank`, and every rank calls it (and the
+    backward pass) at the same step: see :func:`sharded_neighbourhood_loss`.
+    :class:`~and_plugin.method.ANDMethod` uses it for ``method.bank_layout="sharded"``.
+    """
+
+    accepts_sharded = True
+
+    def forward(
+        self,
+        features: Tensor,
+        indices: Tensor,
+        bank: "ShardedMemoryBank",  # type: ignore[override]
+        round_state: "RoundState | None" = None,
+        reduction: str = "mean",
+    ) -> Tensor:
+        if not getattr(bank, "sharded", False):
+            raise ValueError(f"bank: ShardedNeighbourhoodLoss needs a ShardedMemoryBank, got {type(bank).__name__}; "
+                             "use NeighbourhoodLoss with a whole bank")
+        check_shape("features", features, (None, bank.dim))
+        check_index_tensor("indices", indices)
+        check_shape("indices", indices, (features.shape[0],))
+        check_rows("features", features)  # unit and finite; no host sync on CUDA
+        return sharded_neighbourhood_loss(features, indices, bank, round_state, self.temperature, self.chunk_size,
+                                          reduction)
+
+
+__all__ = ["ShardedNeighbourhoodLoss", "shard_softmax", "sharded_neighbourhood_loss"]
