@@ -74,7 +74,9 @@ class FaissDiscovery:
         z_tail, v_tail: Shape (Q,), float64: the scaled tail estimates.
         z_range, v_range: Shape (Q,), float64: b_Z and b_V, the ranges of one tail term.
         tail_size: Shape (Q,), long: N − h_i, the columns outside row i's head.
-        sampled: Shape (Q,), long: m_i, the sampled columns outside row i's head.
+        spread: Shape (Q,), float64: Σ_c n_c² / m_c over the sampled strata of row i's tail (one
+            stratum of n = N − h_i columns and m = m_i samples without IVF lists; 0 for a stratum
+            summed in full), the Hoeffding width factor.
     """
 
     entropy: Tensor
@@ -86,7 +88,7 @@ class FaissDiscovery:
     z_range: Tensor
     v_range: Tensor
     tail_size: Tensor
-    sampled: Tensor
+    spread: Tensor
 
     def entropy_bound(self, delta: float = 1e-3) -> Tensor:
         """Half-width of the Hoeffding interval of H_i around Ĥ_i, per row, shape (Q,), float64.
@@ -97,10 +99,9 @@ class FaissDiscovery:
         """
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        exact = self.sampled >= self.tail_size
-        width = torch.sqrt(math.log(4.0 / delta) / (2.0 * self.sampled.clamp(min=1).double()))
-        eps_z = torch.where(exact, 0.0, self.tail_size * self.z_range * width)
-        eps_v = torch.where(exact, 0.0, self.tail_size * self.v_range * width)
+        width = torch.sqrt(self.spread * math.log(4.0 / delta) / 2.0)
+        eps_z = self.z_range * width
+        eps_v = self.v_range * width
         z_hat, v_hat = self.z_head + self.z_tail, self.v_head + self.v_tail
         z_lo = torch.maximum(z_hat - eps_z, self.z_head)
         z_hi = z_hat + eps_z
@@ -185,8 +186,12 @@ def faiss_discovery(
         index, quantizer = _build_index(faiss, keys, options, bank.is_cuda)
         generator = torch.Generator().manual_seed(options["seed"])
         # One sample of columns for every row, so a row's result does not depend on the split.
-        sample = torch.randperm(size, generator=generator)[: options["tail_samples"]].sort().values
+        permutation = torch.randperm(size, generator=generator)
         lists = _inverted_lists(quantizer, keys, queries, options) if quantizer is not None else None
+        if lists is None:
+            sample = permutation[: options["tail_samples"]].sort().values
+        else:
+            sample = _stratified_sample(lists, permutation, options["tail_samples"])
         parts = []
         for start in range(0, len(queries), options["block_rows"]):
             block = queries[start : start + options["block_rows"]]
@@ -211,7 +216,7 @@ def _options(size: int, neighbours: int, kwargs: dict[str, Any]) -> dict[str, An
     if unknown:
         raise ValueError(f"discovery_kwargs keys must be among {list(DISCOVERY_KWARGS)}, got {unknown[0]!r}")
     options: dict[str, Any] = {
-        "candidates": 64, "tail_samples": 2048, "seed": 0, "index": "ivf", "nlist": None, "nprobe": 32,
+        "candidates": 64, "tail_samples": 2048, "seed": 0, "index": "ivf", "nlist": None, "nprobe": 16,
         "hnsw_m": 32, "ef_search": 128, "ef_construction": 80, "threads": torch.get_num_threads(),
         "block_rows": 16384,
     }
@@ -248,6 +253,7 @@ def _build_index(faiss: ModuleType, keys: Tensor, options: dict[str, Any], on_cu
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, options["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = options["seed"]
+        index.cp.max_points_per_centroid = 64  # k-means on ≤ 64·nlist rows: ample for 4·sqrt(N) lists
         index.nprobe = min(options["nprobe"], options["nlist"])
     if not index.is_trained:
         index.train(data)
@@ -315,30 +321,54 @@ def _discover_block(
         v_head = (-head_u * head_e).sum(dim=1) + torch.where(self_out, -self_u * self_u.exp(), 0.0)
         head_size = valid.sum(dim=1) + self_out.long()
         in_head = _sampled_in_head(sample, torch.cat([torch.where(valid, found, -1), own], dim=1))
-    else:  # head: the probed lists (summed later), plus the row itself if its list is not probed
-        self_out = ~(probes == lists["list_of"][own]).any(dim=1)
-        z_head = torch.where(self_out, self_u.exp(), 0.0)
-        v_head = torch.where(self_out, -self_u * self_u.exp(), 0.0)
-        head_size = lists["sizes"][probes].sum(dim=1) + self_out.long()
+        # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
+        sampled = sample.numel() - in_head.sum(dim=1)
+        tail_size = size - head_size
+        weight = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0).view(-1, 1)
+        spread = torch.where(sampled >= tail_size, 0.0, tail_size.double() ** 2 / sampled.clamp(min=1).double())
+    else:  # head: the probed lists (summed later); tail: the other lists, each by its own sample
+        z_head = torch.zeros(rows, dtype=torch.float64)
+        v_head = torch.zeros(rows, dtype=torch.float64)
+        tail_size = size - lists["sizes"][probes].sum(dim=1)
         probed = torch.zeros(rows, lists["nlist"], dtype=torch.bool)
         probed[torch.arange(rows).view(-1, 1), probes] = True
-        in_head = probed[:, lists["list_of"][sample]] | _sampled_in_head(sample, torch.where(self_out.view(-1, 1), own, -1))
+        in_head = probed[:, lists["list_of"][sample]]
+        weight = lists["weight"].view(1, -1).double()  # n_c / m_c of each sampled column's list
+        spread = lists["spread"].sum() - lists["spread"][probes].sum(dim=1)
 
-    # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
     tail_u = (block @ keys[sample].T - (shift * temperature).float()) / temperature  # (B, m), float32
     tail_e = tail_u.exp().masked_fill_(in_head, 0.0)
-    sampled = sample.numel() - in_head.sum(dim=1)
-    tail_size = size - head_size
-    scale = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0)
     return {
         "neighbours": nearest.long(),
         "z_head": z_head, "v_head": v_head,
-        "z_tail": tail_e.sum(dim=1, dtype=torch.float64) * scale,
-        "v_tail": (-tail_u * tail_e).sum(dim=1, dtype=torch.float64) * scale,
+        "z_tail": (tail_e.double() * weight).sum(dim=1),
+        "v_tail": ((-tail_u * tail_e).double() * weight).sum(dim=1),
         "z_range": smallest.exp(),
         "v_range": torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0)),
-        "tail_size": tail_size, "sampled": sampled, "shift": shift[:, 0],
+        "tail_size": tail_size, "spread": spread, "shift": shift[:, 0],
     }
+
+
+def _stratified_sample(lists: dict, permutation: Tensor, samples: int) -> Tensor:
+    """Columns sampled list by list: m_c = clamp(round(m·n_c/N), 1, n_c) from list c, sorted.
+
+    Sets ``lists["weight"]`` (n_c / m_c per sampled column) and ``lists["spread"]`` (n_c² / m_c
+    per list, 0 for a list sampled in full: the Hoeffding width of each list's estimate).
+    """
+    size = permutation.numel()
+    sizes = lists["sizes"]
+    quota = torch.clamp(torch.round(samples * sizes.double() / size).long(), min=1)
+    quota = torch.minimum(quota, sizes)
+    rank = torch.empty_like(permutation)
+    rank[permutation] = torch.arange(size)
+    order = torch.sort(lists["list_of"] * size + rank).indices  # by list, then by the seeded permutation
+    first = torch.cumsum(sizes, 0) - sizes
+    position = torch.arange(size) - first[lists["list_of"][order]]
+    sample = order[position < quota[lists["list_of"][order]]].sort().values
+    column_list = lists["list_of"][sample]
+    lists["weight"] = sizes[column_list].double() / quota[column_list].double()
+    lists["spread"] = torch.where(quota < sizes, sizes.double() ** 2 / quota.double().clamp(min=1), 0.0)
+    return sample
 
 
 def _add_probed_lists(keys: Tensor, queries: Tensor, lists: dict, parts: list[dict], block_rows: int,
