@@ -324,7 +324,8 @@ def _discover_block(
         # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
         sampled = sample.numel() - in_head.sum(dim=1)
         tail_size = size - head_size
-        weight = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0).view(-1, 1)
+        row_weight = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0)
+        column_weight = torch.ones(sample.numel())
         spread = torch.where(sampled >= tail_size, 0.0, tail_size.double() ** 2 / sampled.clamp(min=1).double())
     else:  # head: the probed lists (summed later); tail: the other lists, each by its own sample
         z_head = torch.zeros(rows, dtype=torch.float64)
@@ -333,7 +334,8 @@ def _discover_block(
         probed = torch.zeros(rows, lists["nlist"], dtype=torch.bool)
         probed[torch.arange(rows).view(-1, 1), probes] = True
         in_head = probed[:, lists["list_of"][sample]]
-        weight = lists["weight"].view(1, -1).double()  # n_c / m_c of each sampled column's list
+        row_weight = torch.ones(rows, dtype=torch.float64)
+        column_weight = lists["weight"].float()  # n_c / m_c of each sampled column's list
         spread = lists["spread"].sum() - lists["spread"][probes].sum(dim=1)
 
     tail_u = (block @ keys[sample].T - (shift * temperature).float()) / temperature  # (B, m), float32
@@ -341,8 +343,8 @@ def _discover_block(
     return {
         "neighbours": nearest.long(),
         "z_head": z_head, "v_head": v_head,
-        "z_tail": (tail_e.double() * weight).sum(dim=1),
-        "v_tail": ((-tail_u * tail_e).double() * weight).sum(dim=1),
+        "z_tail": (tail_e @ column_weight).double() * row_weight,
+        "v_tail": ((-tail_u * tail_e) @ column_weight).double() * row_weight,
         "z_range": smallest.exp(),
         "v_range": torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0)),
         "tail_size": tail_size, "spread": spread, "shift": shift[:, 0],
@@ -385,15 +387,16 @@ def _add_probed_lists(keys: Tensor, queries: Tensor, lists: dict, parts: list[di
     query_of = pairs.indices // probes.shape[1]  # (Q·P,), grouped by list
     bounds = torch.cumsum(torch.bincount(probes.reshape(-1), minlength=lists["nlist"]), 0).tolist()
     members = torch.cumsum(lists["sizes"], 0).tolist()
+    grouped = keys[lists["order"]]  # bank rows grouped by list: each list a contiguous slice
     first_query, first_member = 0, 0
     for last_query, last_member in zip(bounds, members):
         if last_query > first_query and last_member > first_member:
             rows = query_of[first_query:last_query]
-            columns = keys[lists["order"][first_member:last_member]]
-            u = (queries[rows] @ columns.T - (shift[rows] * temperature).float().view(-1, 1)) / temperature
+            u = queries[rows] @ grouped[first_member:last_member].T
+            u.sub_((shift[rows] * temperature).float().view(-1, 1)).div_(temperature)
             e = u.exp()
-            z.index_add_(0, rows, e.sum(dim=1, dtype=torch.float64))
-            v.index_add_(0, rows, (-u * e).sum(dim=1, dtype=torch.float64))
+            z.index_add_(0, rows, e.sum(dim=1).double())  # float32 sums of at most n_c terms
+            v.index_add_(0, rows, (u.mul_(e)).sum(dim=1).double().neg_())
         first_query, first_member = last_query, last_member
     for start, part in zip(range(0, len(queries), block_rows), parts):
         part["z_head"] = part["z_head"] + z[start : start + len(part["shift"])]
