@@ -343,8 +343,9 @@ def _discover_block(
     return {
         "neighbours": nearest.long(),
         "z_head": z_head, "v_head": v_head,
-        "z_tail": (tail_e @ column_weight).double() * row_weight,
-        "v_tail": ((-tail_u * tail_e) @ column_weight).double() * row_weight,
+        # Row sums, not a matrix-vector product: a row's sum must not depend on the block's height.
+        "z_tail": (tail_e * column_weight).sum(dim=1).double() * row_weight,
+        "v_tail": (tail_u.mul_(tail_e).mul_(column_weight)).sum(dim=1).double().neg_() * row_weight,
         "z_range": smallest.exp(),
         "v_range": torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0)),
         "tail_size": tail_size, "spread": spread, "shift": shift[:, 0],
