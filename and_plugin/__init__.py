@@ -8,6 +8,8 @@ The four AND components, each usable alone:
   :class:`LabelFilteredCurriculum`, a diagnostic that drops class-inconsistent neighbourhoods.
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
+- :func:`faiss_entropy_and_neighbours` — approximate discovery (Eq 1, 5) from a faiss index, for
+  banks where the exact O(N² d) refresh is too slow (``pip install 'and_plugin[faiss]'``).
 
 plus :class:`ANDMethod` (the three together, for any training loop), the :class:`Trainer` that
 runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registries and the evaluators.
@@ -30,6 +32,7 @@ from .curriculum import (
     select_anchors,
 )
 from .collapse import CollapseCheck, CollapseWarning
+from .discovery_faiss import faiss_entropy_and_neighbours
 from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
@@ -81,6 +84,7 @@ __all__ = [
     "bank_logsumexp",
     "entropy_and_neighbours",
     "extract_features",
+    "faiss_entropy_and_neighbours",
     "knn_accuracy",
     "load_config",
     "neighbourhood_consistency",
