@@ -10,6 +10,9 @@ The four AND components, each usable alone:
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
 - :func:`faiss_entropy_and_neighbours` — approximate discovery (Eq 1, 5) from a faiss index, for
   banks where the exact O(N² d) refresh is too slow (``pip install 'and_plugin[faiss]'``).
+- :class:`ShardedMemoryBank` — the bank split by rows over the ranks of torch.distributed
+  (``method.bank_layout="sharded"``), with :class:`RowPartition` (who owns which rows) and
+  :class:`ShardedRunCheckpoint` (per-rank checkpoints, re-sharded on resume).
 
 plus :class:`ANDMethod` (the three together, for any training loop), the :class:`Trainer` that
 runs Algorithm 1, the Lightning module (``and_plugin.lightning``), the registries and the evaluators.
@@ -19,9 +22,10 @@ from . import backbones, data  # noqa: F401  (imported to fill the registries)
 from ._version import __version__
 from .backbones import Backbone, build_backbone, wrap_backbone
 from .build import build_run
-from .config import Config, ConfigError, load_config
 from .checkpoint import CheckpointError
-from .data import DatasetInfo, PresetInfo, register_dataset, with_index
+from .collapse import CollapseCheck, CollapseWarning
+from .config import Config, ConfigError, load_config
+from .criteria import PMLCriterion, build_criterion
 from .curriculum import (
     EntropyCurriculum,
     LabelFilteredCurriculum,
@@ -31,7 +35,7 @@ from .curriculum import (
     reference_entropy_and_neighbours,
     select_anchors,
 )
-from .collapse import CollapseCheck, CollapseWarning
+from .data import DatasetInfo, PresetInfo, register_dataset, with_index
 from .discovery_faiss import faiss_entropy_and_neighbours
 from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
@@ -40,48 +44,51 @@ from .memory_bank import MemoryBank
 from .method import ANDMethod
 from .miner import ANDMiner
 from .pml_loss import ANDLoss
-from .criteria import PMLCriterion, build_criterion
-from .rundir import RunDirError
 from .registry import BACKBONES, CURRICULA, DATASETS, EVALUATORS, LOSSES, MINERS, PRESETS, Registry
+from .rundir import RunDirError
 from .sampling import GlobalBatchSampler
+from .sharded import RowPartition, ShardedMemoryBank
+from .sharded.checkpoint import ShardedRunCheckpoint
 from .trainer import FitResult, Trainer
 
 __all__ = [
+    "BACKBONES",
+    "CURRICULA",
+    "DATASETS",
+    "EVALUATORS",
+    "LOSSES",
+    "MINERS",
+    "PRESETS",
     "ANDLoss",
     "ANDMethod",
     "ANDMiner",
-    "PMLCriterion",
-    "build_criterion",
     "Backbone",
-    "build_backbone",
-    "build_run",
-    "wrap_backbone",
-    "BACKBONES",
-    "CURRICULA",
     "CheckpointError",
     "CollapseCheck",
     "CollapseWarning",
     "Config",
     "ConfigError",
-    "DATASETS",
-    "EVALUATORS",
-    "DivergenceError",
     "DatasetInfo",
+    "DivergenceError",
     "EntropyCurriculum",
-    "LabelFilteredCurriculum",
     "FitResult",
     "GlobalBatchSampler",
-    "LOSSES",
-    "MINERS",
+    "LabelFilteredCurriculum",
     "MemoryBank",
-    "PRESETS",
-    "PresetInfo",
     "NeighbourhoodLoss",
+    "PMLCriterion",
+    "PresetInfo",
     "Registry",
     "RoundState",
+    "RowPartition",
     "RunDirError",
+    "ShardedMemoryBank",
+    "ShardedRunCheckpoint",
     "Trainer",
     "bank_logsumexp",
+    "build_backbone",
+    "build_criterion",
+    "build_run",
     "entropy_and_neighbours",
     "extract_features",
     "faiss_entropy_and_neighbours",
@@ -94,4 +101,5 @@ __all__ = [
     "register_dataset",
     "select_anchors",
     "with_index",
+    "wrap_backbone",
 ]

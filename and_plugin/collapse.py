@@ -58,6 +58,7 @@ from .loss import NeighbourhoodLoss
 from .pml_loss import ANDLoss
 
 if TYPE_CHECKING:
+    from .sharded import ShardedMemoryBank
     from .curriculum import RoundState
     from .method import ANDMethod
 
@@ -78,20 +79,22 @@ class CollapseWarning(UserWarning):
 
 
 @torch.no_grad()
-def bank_mean_cosine(bank: Tensor) -> Tensor:
+def bank_mean_cosine(bank: "Tensor | ShardedMemoryBank") -> Tensor:
     """Mean cosine between two different rows of a bank of unit rows, without an N x N matrix.
 
     Args:
-        bank: Unit rows (N, d), N ≥ 2, any floating dtype (summed in float32).
+        bank: Unit rows (N, d), N ≥ 2, any floating dtype (summed in float32); or a
+            :class:`~and_plugin.sharded.bank.ShardedMemoryBank` (its row sum is all-reduced:
+            collective).
 
     Returns:
         A 0-dim float32 tensor on the bank's device: ``(N ‖mean row‖² − 1) / (N − 1)``, in
         [−1/(N−1), 1]; 0 for random directions, 1 when every row is the same.
     """
-    n = bank.shape[0]
+    n = bank.shape[0] if isinstance(bank, Tensor) else bank.size
     if n < 2:
         raise ValueError(f"bank must have at least 2 rows, got {n}")
-    mean = bank.sum(dim=0, dtype=torch.float32) / n
+    mean = (bank.sum(dim=0, dtype=torch.float32) if isinstance(bank, Tensor) else bank.row_sum()) / n
     return (n * mean.dot(mean) - 1) / (n - 1)
 
 
@@ -150,7 +153,7 @@ class CollapseCheck:
 
     def update(
         self,
-        bank: Tensor,
+        bank: "Tensor | ShardedMemoryBank",
         where: str,
         loss: float | None = None,
         uniform: float | None = None,

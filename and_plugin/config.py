@@ -84,8 +84,6 @@ class DataConfig:
 
 #: ``method.bank_layout``: where the memory bank's rows live under torch.distributed.
 BANK_LAYOUTS = ("replicated", "sharded")
-#: ``method.discovery``: how neighbourhood discovery finds entropies and neighbours.
-DISCOVERIES = ("exact", "faiss")
 
 
 @dataclass
@@ -153,7 +151,18 @@ class MethodConfig:
         )
         _require_choice("method.bank_dtype", self.bank_dtype, ("float32", "bfloat16", "float16"))
         _require_choice("method.bank_layout", self.bank_layout, BANK_LAYOUTS)
+        from .curriculum import DISCOVERIES
+
         _require_choice("method.discovery", self.discovery, DISCOVERIES)
+        from .discovery_faiss import DISCOVERY_KWARGS
+
+        unknown = sorted(set(self.discovery_kwargs) - set(DISCOVERY_KWARGS if self.discovery == "faiss" else ()))
+        _require(not unknown, "method.discovery_kwargs", self.discovery_kwargs,
+                 f"keys of {sorted(DISCOVERY_KWARGS)}" if self.discovery == "faiss"
+                 else "empty with method.discovery='exact' (the keys are faiss's)")
+        _require(not (self.discovery == "faiss" and self.bank_layout == "sharded"), "method.discovery",
+                 self.discovery,
+                 "'exact' with method.bank_layout='sharded' (faiss searches an index of the whole bank)")
         from .loss_names import loss_class  # fills LOSSES, MINERS and CURRICULA
         from .registry import CURRICULA, MINERS
 

@@ -29,11 +29,18 @@ import torch
 from torch import Tensor
 
 from ._validation import check_choice, check_indices, check_int_at_least, check_positive, check_shape
+from .discovery_faiss import faiss_entropy_and_neighbours
+from .distributed import all_gather_cat
 from .kernels.gather import check_index_tensor, select_rows
 from .kernels.refresh_tiles import entropy_and_neighbours_tiled
 from .registry import CURRICULA
+from .sharded.discovery import distributed_entropy_and_neighbours
+from .sharded.partition import RowPartition
+from .sharded.selection import select_anchors_distributed
 
 SELECTIONS = ("curriculum", "one_off", "none")
+#: ``method.discovery``: every pair (Eq 1 and 5 as written), or a faiss index and a sampled tail.
+DISCOVERIES = ("exact", "faiss")
 
 
 @dataclass
@@ -283,6 +290,9 @@ class EntropyCurriculum:
             round: instance learning with AND's rounds and per-round schedule restarts, the
             control that separates the restarts from the neighbourhoods).
         max_chunk_bytes: Memory budget of one block of the streamed refresh.
+        discovery: "exact" (every pair) or "faiss" (top-k from a faiss index, the entropy's tail
+            from a sample: :mod:`and_plugin.discovery_faiss`, with its error bound).
+        discovery_kwargs: Keyword arguments of the faiss discovery (``method.discovery_kwargs``).
 
     Attributes:
         state: The current :class:`RoundState`, None before the first discovery.
@@ -304,6 +314,8 @@ class EntropyCurriculum:
         temperature: float = 0.1,
         selection: str = "curriculum",
         max_chunk_bytes: int | None = None,
+        discovery: str = "exact",
+        discovery_kwargs: dict[str, Any] | None = None,
     ) -> None:
         check_int_at_least("rounds", rounds, 1)
         check_int_at_least("neighbours", neighbours, 1)
@@ -314,6 +326,9 @@ class EntropyCurriculum:
         self.temperature = float(temperature)
         self.selection = selection
         self.max_chunk_bytes = max_chunk_bytes
+        check_choice("discovery", discovery, DISCOVERIES)
+        self.discovery = discovery
+        self.discovery_kwargs = dict(discovery_kwargs or {})
         self.state: RoundState | None = None
 
     def selection_ratio(self, round: int) -> float:
@@ -340,10 +355,64 @@ class EntropyCurriculum:
         ratio = self.selection_ratio(round)
         if round == 0:
             raise ValueError("round must be >= 1 for discovery; round 0 is instance learning")
-        entropy, nearest = _entropy_and_neighbours(keys, self.temperature, self.neighbours, self.max_chunk_bytes, None)
+        if self.discovery == "faiss":
+            entropy, nearest = faiss_entropy_and_neighbours(keys, self.temperature, self.neighbours,
+                                                            **self.discovery_kwargs)
+        else:
+            entropy, nearest = _entropy_and_neighbours(keys, self.temperature, self.neighbours,
+                                                       self.max_chunk_bytes, None)
         anchor_mask = select_anchors(entropy, ratio)
         consistency = None if labels is None else neighbourhood_consistency(anchor_mask, nearest, labels)
         self.state = RoundState(round, anchor_mask, nearest, entropy, consistency)
+        return self.state
+
+    def discover_distributed(
+        self,
+        local_rows: Tensor,
+        partition: RowPartition,
+        round: int,
+        labels: Tensor | None = None,
+        full_bank: Tensor | None = None,
+    ) -> RoundState:
+        """:meth:`discover` with the work split by rows over the ranks; every rank calls it at once.
+
+        Each rank computes the entropy and neighbours of its own rows against the whole bank
+        (:func:`~and_plugin.sharded.discovery.distributed_entropy_and_neighbours`, ≈ 2N²d/W FLOPs per
+        rank) and its share of the anchors (:func:`~and_plugin.sharded.selection.select_anchors_distributed`,
+        no N-value gather). The per-rank results are then all-gathered into the whole
+        :class:`RoundState` on every rank: anchor_mask (N,), neighbours (N, k), entropy (N,),
+        that is O(N·k) integers, the state the loss and the miner read every step. It equals
+        what :meth:`discover` returns on the whole bank (entropy to float rounding).
+
+        Args:
+            local_rows: This rank's bank rows, bank[partition.start:partition.stop], shape (n_r, d).
+            partition: The row partition of this rank (``RowPartition.current(N)``).
+            round: r in [1, R].
+            labels: Optional classes of all N samples (N,), only to count consistent neighbourhoods.
+            full_bank: The whole bank (N, d) in the replicated layout; None in the sharded layout.
+
+        Returns:
+            The new :class:`RoundState`, identical on every rank.
+        """
+        ratio = self.selection_ratio(round)
+        if round == 0:
+            raise ValueError("round must be >= 1 for discovery; round 0 is instance learning")
+        if self.discovery == "faiss":
+            if full_bank is None:
+                raise ValueError("discovery: 'faiss' searches an index of the whole bank, which a sharded bank has on "
+                                 "no rank; use discovery='exact' with method.bank_layout='sharded'")
+            entropy, nearest = faiss_entropy_and_neighbours(full_bank, self.temperature, self.neighbours, local_rows,
+                                                            partition.start, **self.discovery_kwargs)
+        else:
+            entropy, nearest = distributed_entropy_and_neighbours(
+                local_rows, partition, self.temperature, self.neighbours, full_bank, self.max_chunk_bytes
+            )
+        local_mask = select_anchors_distributed(entropy, partition, ratio)
+        if partition.world > 1:
+            entropy, nearest = all_gather_cat(entropy), all_gather_cat(nearest)
+            local_mask = all_gather_cat(local_mask.to(torch.uint8)).bool()  # gloo gathers no bool
+        consistency = None if labels is None else neighbourhood_consistency(local_mask, nearest, labels)
+        self.state = RoundState(round, local_mask, nearest, entropy, consistency)
         return self.state
 
     def state_dict(self) -> dict[str, Any]:
@@ -395,5 +464,29 @@ class LabelFilteredCurriculum(EntropyCurriculum):
         consistent = (labels[state.neighbours] == labels.view(-1, 1)).all(dim=1)
         anchor_mask = state.anchor_mask & consistent
         self.state = RoundState(round, anchor_mask, state.neighbours, state.entropy,
+                                neighbourhood_consistency(anchor_mask, state.neighbours, labels))
+        return self.state
+
+    def discover_distributed(
+        self,
+        local_rows: Tensor,
+        partition: RowPartition,
+        round: int,
+        labels: Tensor | None = None,
+        full_bank: Tensor | None = None,
+    ) -> RoundState:
+        """As :meth:`EntropyCurriculum.discover_distributed`, then the inconsistent anchors are
+        dropped (``labels`` are those of all N samples, shape (N,)).
+
+        Raises:
+            ValueError: If ``labels`` is None (the filter needs them).
+        """
+        if labels is None:
+            raise ValueError("labels: the label_filtered curriculum needs the training labels, got None")
+        state = super().discover_distributed(local_rows, partition, round, labels=labels, full_bank=full_bank)
+        labels = labels.to(state.neighbours.device)
+        consistent = (labels[state.neighbours] == labels.view(-1, 1)).all(dim=1)
+        anchor_mask = state.anchor_mask & consistent
+        self.state = RoundState(state.round, anchor_mask, state.neighbours, state.entropy,
                                 neighbourhood_consistency(anchor_mask, state.neighbours, labels))
         return self.state

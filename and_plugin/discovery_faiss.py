@@ -436,4 +436,4 @@ def _fill_exact(keys: Tensor, block: Tensor, nearest: Tensor, missing: Tensor, o
     return nearest
 
 
-__all__ = ["FaissDiscovery", "faiss_discovery", "faiss_entropy_and_neighbours", "import_faiss", "MISSING_FAISS"]
+__all__ = ["MISSING_FAISS", "FaissDiscovery", "faiss_discovery", "faiss_entropy_and_neighbours", "import_faiss"]

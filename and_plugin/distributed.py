@@ -27,8 +27,8 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def all_gather_cat(tensor: Tensor) -> Tensor:
-    """Concatenates ``tensor`` from every rank along dim 0, in rank order.
+def all_gather_rows(tensor: Tensor) -> tuple[Tensor, list[int]]:
+    """Concatenates ``tensor`` from every rank along dim 0, in rank order, with each rank's count.
 
     Ranks may hold different numbers of rows. No gradient flows through the result.
 
@@ -36,21 +36,41 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
         tensor: Shape (B_r, ...) on rank r.
 
     Returns:
-        Shape (sum_r B_r, ...), identical on every rank; ``tensor`` itself when not distributed.
+        ``(rows (sum_r B_r, ...), [B_0, ..., B_{W-1}])``, identical on every rank;
+        ``(tensor, [B])`` when not distributed.
     """
     if not is_distributed():
-        return tensor
+        return tensor, [tensor.shape[0]]
     world = get_world_size()
     size = torch.tensor([tensor.shape[0]], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     counts = [int(s) for s in sizes]
+    return all_gather_known(tensor, counts), counts
+
+
+def all_gather_known(tensor: Tensor, counts: list[int]) -> Tensor:
+    """:func:`all_gather_rows` when every rank's row count is already known (one collective)."""
+    if not is_distributed():
+        return tensor
     longest = max(counts)
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in range(world)]
+    parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded.contiguous())
     return torch.cat([part[:count] for part, count in zip(parts, counts)])
+
+
+def all_gather_cat(tensor: Tensor) -> Tensor:
+    """Concatenates ``tensor`` from every rank along dim 0, in rank order (see :func:`all_gather_rows`).
+
+    Args:
+        tensor: Shape (B_r, ...) on rank r.
+
+    Returns:
+        Shape (sum_r B_r, ...), identical on every rank; ``tensor`` itself when not distributed.
+    """
+    return all_gather_rows(tensor)[0]
 
 
 def broadcast_object(obj: object, src: int = 0) -> object:

@@ -14,10 +14,14 @@ and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
   ``pl.Trainer(max_epochs=module.total_epochs)``;
 - the bank is updated after every optimiser step (``on_train_batch_end``, or before a checkpoint
   saved earlier in the step); under a data-parallel strategy (``strategy="ddp"``) the update
-  all-gathers the global batch's features and indices, so every rank holds the same bank, and
-  discovery is broadcast from rank 0;
+  all-gathers the global batch's features and indices, so every rank holds the same bank (or
+  writes its own rows of a sharded bank), and every rank discovers its own rows' neighbourhoods;
 - the bank, the round and its anchors/neighbours travel in Lightning checkpoints
   (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
+  with ``method.bank_layout="sharded"`` (one block of bank rows per rank) every rank writes its
+  rows to ``<default_root_dir>/and_bank/shards-<n>/`` and the checkpoint names that directory
+  (the newest save's rows are kept; resume from the newest checkpoint), and the bank is built in
+  ``setup()``, once the process group exists;
 - mistakes that would train a wrong model quietly are refused when the fit starts (a data set
   without indices, ``num_samples`` not its length, ``max_epochs`` ending before the first
   discovery, ``strategy="ddp_spawn"``): see :mod:`and_plugin.lightning_checks`;
@@ -32,7 +36,8 @@ Example:
 
 from __future__ import annotations
 
-import warnings
+import os
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -42,13 +47,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import lightning_checks as checks
+from .checkpoint import CheckpointError
 from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, load_config
-from .distributed import get_world_size
+from .distributed import broadcast_object, get_world_size
 from .method import ANDMethod, forward_views
+from .sharded.checkpoint import ShardedRunCheckpoint
 from .trainer import learning_rate, round_plan
 
 #: Key of the method's state (bank, curriculum, round) in a Lightning checkpoint.
@@ -98,8 +105,11 @@ class ANDModule(pl.LightningModule):
         self.backbone = backbone
         self.and_config = (config if config is not None else load_config(None, [])).validate()
         dim = embedding_dim or int(getattr(backbone, "embedding_dim", self.and_config.model.embedding_dim))
-        self.method = ANDMethod(num_samples, dim, self.and_config.method, seed=self.and_config.run.seed,
-                                labels=labels, bank_update=bank_update)
+        self._method_args = (num_samples, dim, self.and_config.method, self.and_config.run.seed, labels, bank_update)
+        # A sharded bank is split over the ranks of the process group, which a pl.Trainer creates
+        # only when the fit starts: it is built in setup() then.
+        deferred = self.and_config.method.bank_layout == "sharded" and not dist.is_initialized()
+        self.method: ANDMethod = None if deferred else self._build_method()  # type: ignore[assignment]
         self.normalize = normalize
         self.bank_init_data = bank_init_data
         self.lr_schedule = lr_schedule
@@ -141,7 +151,16 @@ class ANDModule(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=optim.lr, momentum=optim.momentum,
                                nesterov=optim.nesterov and optim.momentum > 0, weight_decay=optim.weight_decay)
 
+    def _build_method(self) -> ANDMethod:
+        num_samples, dim, method, seed, labels, bank_update = self._method_args
+        return ANDMethod(num_samples, dim, method, seed=seed, labels=labels, bank_update=bank_update)
+
     # ----------------------------------------------------------------- hooks
+
+    def setup(self, stage: str) -> None:
+        """Builds the method of a sharded bank, now that the process group exists."""
+        if self.method is None:
+            self.method = self._build_method()
 
     def on_fit_start(self) -> None:
         checks.check_strategy(self.trainer)
@@ -196,12 +215,37 @@ class ANDModule(pl.LightningModule):
         # Callbacks' on_train_batch_end (ModelCheckpoint(every_n_train_steps=...)) run before this
         # module's: write the step's bank update first, so the checkpoint holds the bank after it.
         self._write_pending()
-        checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
+        if not self.method.sharded:
+            checkpoint[CHECKPOINT_KEY] = self.method.state_dict()
+            return
+        # Lightning writes its file from rank 0 alone, and no rank holds the whole bank: every rank
+        # writes its rows beside it (torch.distributed.checkpoint), the file names the directory.
+        shared, rows = self.method.sharded_state()
+        store = ShardedRunCheckpoint(self._bank_dir())
+        save_id = broadcast_object(f"step {self.global_step}, {uuid.uuid4().hex}")  # names this save
+        directory = store.save({"method_shared": shared, "save_id": save_id}, rows, self.method.partition)
+        checkpoint[CHECKPOINT_KEY] = {"bank_layout": "sharded", "bank_dir": str(store.output_dir.resolve()),
+                                      "shards": directory.name, "save_id": save_id, "method_shared": shared}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if CHECKPOINT_KEY not in checkpoint:
             raise KeyError(f"checkpoint: no {CHECKPOINT_KEY!r} entry; it was not written by an ANDModule")
-        self.method.load_state_dict(checkpoint[CHECKPOINT_KEY])
+        saved = checkpoint[CHECKPOINT_KEY]
+        layout = saved.get("bank_layout", "replicated")
+        if layout != self.and_config.method.bank_layout:
+            raise ValueError(f"checkpoint: written with method.bank_layout={layout!r}, this module has "
+                             f"{self.and_config.method.bank_layout!r}; resume with the layout the run was started with")
+        if layout == "replicated":
+            self.method.load_state_dict(saved)
+            return
+        loaded = ShardedRunCheckpoint(saved["bank_dir"]).load(self.method.partition)  # this rank's rows only
+        if loaded is None or loaded[0].get("save_id") != saved["save_id"]:
+            raise CheckpointError(
+                f"checkpoint: its memory bank rows ({saved['bank_dir']}/{saved['shards']}, {saved['save_id']}) were "
+                "replaced by a later save; resume from the newest checkpoint (ckpt_path='last'), or load the weights "
+                "alone")
+        rows = {key: value.to(self.device) for key, value in loaded[1].items()}  # type: ignore[index]
+        self.method.load_sharded_state(saved["method_shared"], rows)
 
     # ------------------------------------------------------------- callbacks
 
@@ -211,6 +255,10 @@ class ANDModule(pl.LightningModule):
         return [] if threshold is None else [CollapseMonitor(threshold)]
 
     # ------------------------------------------------------------- internals
+
+    def _bank_dir(self) -> str:
+        """Where a sharded bank's checkpoint rows go: ``<default_root_dir>/and_bank`` of the pl.Trainer."""
+        return os.path.join(self.trainer.default_root_dir, "and_bank")
 
     def _write_pending(self) -> None:
         """Eq 8 for the last training step, once (all-gathers the global batch under DDP)."""
@@ -229,24 +277,29 @@ class ANDModule(pl.LightningModule):
         dataset = self.bank_init_data
         if dataset is None:
             dataset = self.trainer.train_dataloader.dataset  # type: ignore[union-attr]
+        first, count = 0, self.method.num_samples
+        if self.method.sharded:  # this rank's rows only: each rank reads its own images
+            part = self.method.partition
+            first, count = part.start, part.count
+            dataset = Subset(dataset, range(part.start, part.stop))
         loader = DataLoader(dataset, batch_size=256, shuffle=False)
         was_training = self.training
         self.eval()
-        out = torch.zeros(self.method.num_samples, self.method.bank.dim, device=self.device)
-        written = torch.zeros(self.method.num_samples, dtype=torch.bool, device=self.device)
+        out = torch.zeros(count, self.method.bank.dim, device=self.device)
+        written = torch.zeros(count, dtype=torch.bool, device=self.device)
         for batch in loader:
             images, indices = batch[0], batch[-1]
             images = [v.to(self.device) for v in images] if isinstance(images, (list, tuple)) else images.to(self.device)
             features = self.method.bank_features_of(forward_views(self, images))
-            rows = torch.as_tensor(indices, device=self.device)
+            rows = torch.as_tensor(indices, device=self.device) - first
             out[rows] = features.float()
             written[rows] = True
         self.train(was_training)
         missing = int((~written).sum())
         if missing:  # a bank row left at zero would enter discovery as a fake sample
             name = "bank_init_data" if self.bank_init_data is not None else "training data"
-            raise ValueError(f"{name}: its indices cover {self.method.num_samples - missing} of the "
-                             f"{self.method.num_samples} bank rows; it must yield every training index once")
+            raise ValueError(f"{name}: its indices cover {count - missing} of the "
+                             f"{count} bank rows; it must yield every training index once")
         return out
 
 
@@ -296,6 +349,9 @@ class KNNMonitor(pl.Callback):
         self.history: list[dict[str, Any]] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bank and getattr(pl_module.method, "sharded", False):
+            raise ValueError("KNNMonitor(bank=True): the bank's kNN needs the whole memory bank, and with "
+                             "method.bank_layout='sharded' every rank holds only its rows; pass bank=False")
         # One batch of each loader now, so a wrong layout fails before the first round, not after it.
         for name, loader in (("train_loader", self.train_loader), ("test_loader", self.test_loader)):
             _, _, indices = self._split(name, next(iter(loader)))
@@ -412,7 +468,7 @@ class CollapseMonitor(pl.Callback):
         epoch = trainer.current_epoch
         round_index, epoch_in_round, _ = pl_module.round_position(epoch)  # type: ignore[operator]
         method = pl_module.method  # type: ignore[union-attr]
-        record = self.check.update(method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
+        record = self.check.update(method.bank if method.sharded else method.bank.bank, f"round {round_index}, epoch {epoch_in_round + 1}", loss,
                                    method_uniform_loss(method), warn=trainer.is_global_zero)
         self.history.append({"epoch": epoch, "round": round_index, "loss": loss, **record})
         pl_module.log("bank_cosine", record["bank_cosine"], sync_dist=True)  # equal on every rank

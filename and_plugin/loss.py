@@ -184,6 +184,9 @@ class NeighbourhoodLoss(nn.Module):
         >>> bank.update(idx, feats)
     """
 
+    #: Whether ``forward`` handles a :class:`~and_plugin.sharded.bank.ShardedMemoryBank` (its subclass does).
+    accepts_sharded = False
+
     def __init__(self, temperature: float = 0.1, chunk_size: int | None = None) -> None:
         super().__init__()
         check_positive("temperature", temperature)
@@ -221,6 +224,11 @@ class NeighbourhoodLoss(nn.Module):
         check_shape("features", features, (None, None))
         check_shape("bank", keys, (None, features.shape[1]))
         check_index_tensor("indices", indices)
+        if getattr(bank, "sharded", False) and not self.accepts_sharded:
+            # Against this rank's rows alone the softmax would miss the other ranks' rows: a wrong loss.
+            raise ValueError("bank: a ShardedMemoryBank holds this rank's rows only; use "
+                             "and_plugin.sharded.ShardedNeighbourhoodLoss (ANDMethod picks it for "
+                             "method.bank_layout='sharded')")
         check_shape("indices", indices, (features.shape[0],))
         check_rows("features", features)  # unit and finite; no host sync on CUDA
         if reduction not in REDUCTIONS:

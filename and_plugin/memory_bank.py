@@ -13,6 +13,125 @@ from .distributed import all_gather_cat
 from .kernels.gather import check_index_tensor
 
 
+#: Storage dtypes a bank accepts.
+BANK_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_loaded_rows(key: str, loaded: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A saved bank checked for loading: the right shape, finite non-zero rows, unit length.
+
+    Rows already unit length (up to storage precision) stay bit-exact so resumes are exact;
+    others are re-normalised.
+
+    Raises:
+        ValueError: A wrong shape, or non-finite or all-zero rows.
+    """
+    check_shape(key, loaded, shape)
+    as_float = loaded.float()
+    norms = as_float.norm(dim=1)
+    if not torch.isfinite(as_float).all() or bool((norms == 0).any()):
+        raise ValueError(f"{key}: the saved memory bank has non-finite or all-zero rows; refusing to load it")
+    tolerance = 1e-2 if loaded.dtype in (torch.bfloat16, torch.float16) else 1e-4
+    off = (norms - 1).abs() > tolerance
+    if bool(off.any()):
+        fixed = as_float.clone()
+        fixed[off] = F.normalize(as_float[off], dim=1)
+        return fixed.to(loaded.dtype)
+    return loaded
+
+
+def gather_write(indices: Tensor, features: Tensor, size: int, dim: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The global batch of one bank write: gathered from every rank and checked (one host sync).
+
+    One combined check that every index lies in [0, N) and every feature is finite (the detailed
+    message is worked out only when it fails). After the gather every rank holds the same
+    tensors, so all ranks raise together.
+
+    Args:
+        indices: Shape (B,), this rank's sample indices.
+        features: Shape (B, d) (detached inside).
+        size: N.
+        dim: d.
+        device: The bank's device.
+
+    Returns:
+        ``(indices (B_global,), features (B_global, d) float32)``, in rank order.
+    """
+    check_index_tensor("indices", indices)
+    check_shape("features", features, (indices.shape[0], dim))
+    indices = all_gather_cat(indices.to(device))
+    features = all_gather_cat(features.detach().to(device, torch.float32))
+    bad = (indices < 0).any() | (indices >= size).any() | ~torch.isfinite(features).all()
+    if bad:  # the one host sync
+        check_indices("indices", indices, size)
+        raise ValueError("features must be finite; got NaN or inf (check the loss and learning rate)")
+    return indices, features
+
+
+def initial_rows(
+    size: int, dim: int, seed: int, start: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Rows [start, stop) of the random unit vectors a bank of ``size`` rows starts with.
+
+    The numbers of ``normalize(torch.randn(size, dim, generator=seeded))[start:stop]``, made in
+    blocks of about a million values and stored in ``dtype`` block by block: the peak memory is
+    the result plus one block, and a rank of a sharded bank never holds the whole N x d matrix.
+    The CPU generator fills a tensor in groups of 16 values (its last group redrawn when the
+    size is not a multiple of 16), so blocks of a multiple of 16 values, the last one at least
+    16 long, draw the very same sequence as one call.
+
+    Args:
+        size: N.
+        dim: d.
+        seed: The bank's seed.
+        start: First row kept.
+        stop: One past the last row kept; N by default.
+        dtype: Storage dtype of the result.
+
+    Returns:
+        Shape (stop − start, d), unit rows.
+    """
+    stop = size if stop is None else stop
+    generator = torch.Generator().manual_seed(seed)
+    out = torch.empty(max(0, stop - start), dim, dtype=dtype)
+    block = 16 * max(1, (1 << 20) // (16 * dim))  # rows per block: block·d is a multiple of 16
+    row = 0
+    while row < stop:
+        rows = min(block, size - row)
+        if (size - row - rows) * dim < 16:  # a short last block joins this one
+            rows = size - row
+        values = torch.randn(rows, dim, generator=generator)
+        lo, hi = max(start, row), min(stop, row + rows)
+        if lo < hi:
+            out[lo - start : hi - start] = F.normalize(values[lo - row : hi - row], dim=1).to(dtype)
+        row += rows
+    return out
+
+
+def average_repeated(indices: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
+    """Sorts a batch by index and gives every row the mean feature x̄ of its index.
+
+    Without torch.unique, whose output size would need a host sync: sort, number the runs of
+    equal indices, sum per run. Rows of one index end up equal, so writing each of them leaves
+    the same (order-free) result.
+
+    Args:
+        indices: Shape (B,).
+        features: Shape (B, d), float32.
+
+    Returns:
+        ``(sorted indices (B,), x̄ of each row's index (B, d))``.
+    """
+    indices, order = torch.sort(indices, stable=True)
+    features = features.index_select(0, order)
+    starts = torch.ones_like(indices, dtype=torch.bool)
+    starts[1:] = indices[1:] != indices[:-1]
+    run = starts.cumsum(0) - 1  # (B,), the run of every row
+    sums = torch.zeros_like(features).index_add_(0, run, features)
+    counts = torch.zeros_like(features[:, 0]).index_add_(0, run, torch.ones_like(features[:, 0]))
+    return indices, (sums / counts.clamp_min_(1).unsqueeze(1)).index_select(0, run)
+
+
 class MemoryBank(nn.Module):
     """An N x d bank of L2-normalised features addressed by sample index (Eq 8 of the paper).
 
@@ -55,14 +174,12 @@ class MemoryBank(nn.Module):
         check_int_at_least("size", size, 1)
         check_int_at_least("dim", dim, 1)
         check_in_range("memory_momentum", memory_momentum, 0.0, 1.0)
-        if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        if dtype not in BANK_DTYPES:
             raise ValueError(f"dtype must be one of float32, float64, bfloat16, float16, got {dtype}")
         self.size = size
         self.dim = dim
         self.memory_momentum = float(memory_momentum)
-        generator = torch.Generator().manual_seed(seed)
-        initial = F.normalize(torch.randn(size, dim, generator=generator), dim=1)
-        self.register_buffer("bank", initial.to(dtype))
+        self.register_buffer("bank", initial_rows(size, dim, seed, dtype=dtype))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -97,25 +214,8 @@ class MemoryBank(nn.Module):
         Raises:
             ValueError: For a bad shape or dtype, an index outside [0, N) or a non-finite feature.
         """
-        check_index_tensor("indices", indices)
-        check_shape("features", features, (indices.shape[0], self.dim))
-        indices = all_gather_cat(indices.to(self.bank.device))
-        features = all_gather_cat(features.detach().to(self.bank.device, torch.float32))
-        # After the gather every rank holds the same tensors, so all ranks raise together.
-        bad = (indices < 0).any() | (indices >= self.size).any() | ~torch.isfinite(features).all()
-        if bad:  # the one host sync
-            check_indices("indices", indices, self.size)
-            raise ValueError("features must be finite; got NaN or inf (check the loss and learning rate)")
-        # Average repeated indices (x̄ per distinct index) without torch.unique, whose output
-        # size would need a sync: sort, number the runs of equal indices, sum per run.
-        indices, order = torch.sort(indices, stable=True)
-        features = features.index_select(0, order)
-        starts = torch.ones_like(indices, dtype=torch.bool)
-        starts[1:] = indices[1:] != indices[:-1]
-        run = starts.cumsum(0) - 1  # (B,), the run of every row
-        sums = torch.zeros_like(features).index_add_(0, run, features)
-        counts = torch.zeros_like(features[:, 0]).index_add_(0, run, torch.ones_like(features[:, 0]))
-        mean = (sums / counts.clamp_min_(1).unsqueeze(1)).index_select(0, run)
+        indices, features = gather_write(indices, features, self.size, self.dim, self.bank.device)
+        indices, mean = average_repeated(indices, features)
         eta = self.memory_momentum
         old = self.bank.index_select(0, indices).float()
         # Rows of one index are equal, so writing each of them leaves the same (order-free) result.
@@ -136,19 +236,7 @@ class MemoryBank(nn.Module):
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         key = prefix + "bank"
         if key in state_dict:
-            loaded = state_dict[key]
-            check_shape(key, loaded, (self.size, self.dim))
-            as_float = loaded.float()
-            norms = as_float.norm(dim=1)
-            if not torch.isfinite(as_float).all() or bool((norms == 0).any()):
-                raise ValueError(f"{key}: the saved memory bank has non-finite or all-zero rows; refusing to load it")
-            # Rows already unit length (up to storage precision) stay bit-exact so resumes are exact.
-            tolerance = 1e-2 if loaded.dtype in (torch.bfloat16, torch.float16) else 1e-4
-            off = (norms - 1).abs() > tolerance
-            if bool(off.any()):
-                fixed = as_float.clone()
-                fixed[off] = F.normalize(as_float[off], dim=1)
-                state_dict[key] = fixed.to(loaded.dtype)
+            state_dict[key] = check_loaded_rows(key, state_dict[key], (self.size, self.dim))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

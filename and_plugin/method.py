@@ -57,11 +57,12 @@ from torch import Tensor, nn
 
 from ._validation import check_choice, check_rows
 from .config import MethodConfig
-from .curriculum import EntropyCurriculum, RoundState
-from .distributed import broadcast_object, is_distributed
 from .criteria import build_criterion
-from .memory_bank import MemoryBank
+from .curriculum import EntropyCurriculum, RoundState
+from .distributed import all_gather_known, is_distributed
+from .memory_bank import MemoryBank, check_loaded_rows
 from .registry import CURRICULA
+from .sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
 
 #: How several views of one sample write the bank: see the module docstring.
 BANK_UPDATES = ("mean", "first")
@@ -123,14 +124,21 @@ class ANDMethod:
         self.num_samples = int(num_samples)
         self.labels = labels
         self.bank_update = bank_update
-        self.bank = MemoryBank(num_samples, embedding_dim, config.memory_momentum,
-                               dtype=getattr(torch, config.bank_dtype), seed=seed)
+        dtype = getattr(torch, config.bank_dtype)
+        self.bank: MemoryBank | ShardedMemoryBank
+        if config.bank_layout == "sharded":
+            self.bank = ShardedMemoryBank(num_samples, embedding_dim, config.memory_momentum, dtype=dtype, seed=seed)
+        else:
+            self.bank = MemoryBank(num_samples, embedding_dim, config.memory_momentum, dtype=dtype, seed=seed)
+        self.partition = RowPartition.current(self.num_samples)
         self.curriculum = CURRICULA.build(config.curriculum, rounds=config.rounds, neighbours=config.neighbours,
-                                          temperature=config.temperature, selection=config.selection)
-        self.criterion = _build_criterion(config, self.curriculum)
+                                          temperature=config.temperature, selection=config.selection,
+                                          discovery=config.discovery, discovery_kwargs=config.discovery_kwargs)
+        self.criterion = (ShardedNeighbourhoodLoss(config.temperature, config.loss_chunk_size) if self.sharded
+                          else _build_criterion(config, self.curriculum))
         self.round: int | None = None
         self.bank_initialised = False
-        self.written = torch.zeros(self.num_samples, dtype=torch.bool)
+        self.written = torch.zeros(self.partition.count if self.sharded else self.num_samples, dtype=torch.bool)
 
     @property
     def device(self) -> torch.device:
@@ -146,9 +154,17 @@ class ANDMethod:
         return self
 
     @property
+    def sharded(self) -> bool:
+        """True for ``method.bank_layout='sharded'``: this rank holds ``partition``'s rows only."""
+        return isinstance(self.bank, ShardedMemoryBank)
+
+    @property
     def rows_written(self) -> int:
-        """How many of the N bank rows have been written (one host sync)."""
-        return int(self.written.sum())
+        """How many of the N bank rows have been written (one host sync; collective when sharded)."""
+        count = self.written.sum()
+        if self.sharded:
+            dist.all_reduce(count)
+        return int(count)
 
     @property
     def round_state(self) -> RoundState | None:
@@ -160,15 +176,18 @@ class ANDMethod:
     def start_round(self, round_index: int, bank_features: Callable[[], Tensor] | None = None) -> RoundState | None:
         """Begins round ``round_index``: instance learning (0) or neighbourhood discovery (≥ 1).
 
-        Under torch.distributed every rank must call it; rank 0's bank fill and discovery are
-        broadcast, so every rank trains on the same neighbourhoods.
+        Under torch.distributed every rank must call it: every rank discovers the entropies and
+        neighbours of its own block of rows (:class:`~and_plugin.sharded.partition.RowPartition`), the
+        anchors are selected globally, and every rank ends with the same round state, identical
+        to one process's discovery on the same bank.
 
         Args:
             round_index: r in [0, R].
             bank_features: Returns the features (N, d) of every training image from the current
-                network. Called when the bank has never been written (round0 = "random":
-                discovery on the untrained network's features instead of random vectors), and
-                when some rows were never written (those rows are filled from it).
+                network (with a sharded bank it may return this rank's rows only). Called when
+                the bank has never been written (round0 = "random": discovery on the untrained
+                network's features instead of random vectors), and when some rows were never
+                written (those rows are filled from it).
 
         Returns:
             The round's :class:`~and_plugin.curriculum.RoundState`; None for round 0.
@@ -183,16 +202,23 @@ class ANDMethod:
                 raise ValueError("bank_features: required to fill the bank before the first discovery "
                                  "when round 0 is skipped (method.round0='random')")
             self.bank.fill(bank_features())
-            if is_distributed():  # one bank for every rank, whatever the kernels did
+            if is_distributed() and not self.sharded:  # one bank for every rank, whatever the kernels did
                 dist.broadcast(self.bank.bank, src=0)
             self.bank_initialised = True
             self.written.fill_(True)
         self._fill_unwritten(round_index, bank_features)
-        state = self.curriculum.discover(self.bank, round_index, labels=self.labels)
-        if is_distributed():
-            state = broadcast_object(state.to("cpu"))  # type: ignore[assignment]
-            self.curriculum.state = state.to(self.device)  # type: ignore[union-attr]
-        return self.curriculum.state
+        return self._discover(round_index)
+
+    def _discover(self, round_index: int) -> RoundState:
+        """Eq 1, 5 and 6: in one process on the whole bank, else every rank on its own rows."""
+        if not is_distributed():
+            return self.curriculum.discover(self.bank, round_index, labels=self.labels)
+        part = self.partition
+        if self.sharded:
+            local, whole = self.bank.bank, None
+        else:
+            local, whole = self.bank.bank[part.start : part.stop], self.bank.bank
+        return self.curriculum.discover_distributed(local, part, round_index, labels=self.labels, full_bank=whole)
 
     # ------------------------------------------------------------------- steps
 
@@ -250,8 +276,10 @@ class ANDMethod:
             return
         unwritten = ~self.written
         features = bank_features().to(self.device)
+        if self.sharded and features.shape[0] != self.partition.count:  # all N rows given: keep this rank's
+            features = features[self.partition.start : self.partition.stop]
         self.bank.bank[unwritten] = F.normalize(features[unwritten].float(), dim=1).to(self.bank.dtype)
-        if is_distributed():
+        if is_distributed() and not self.sharded:
             dist.broadcast(self.bank.bank, src=0)
         self.written.fill_(True)
         warnings.warn(f"{where}; they were filled with the current network's features", stacklevel=3)
@@ -267,6 +295,53 @@ class ANDMethod:
             "round": self.round,
             "written": self.written.clone(),
         }
+
+    #: The N-row tensors a sharded checkpoint stores by rank (:meth:`sharded_state`).
+    SHARDED_KEYS = ("memory_bank", "written", "entropy", "anchor_mask", "neighbours")
+
+    def sharded_state(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """A sharded bank's state in two parts: what every rank shares, and this rank's rows.
+
+        Returns:
+            ``(shared, rows)``: ``shared`` is small (round, flags, the round state's round and
+            consistency); ``rows`` maps ``SHARDED_KEYS`` to this rank's rows of the bank, of
+            the written mask and of the round state (entropy, anchor mask, neighbours), each
+            (partition.count, ...). A sharded checkpoint stores ``rows`` per rank.
+        """
+        part = self.partition
+        rows: dict[str, Tensor] = {"memory_bank": self.bank.bank, "written": self.written}
+        state = self.curriculum.state
+        if state is not None:
+            rows.update(entropy=state.entropy[part.start : part.stop],
+                        anchor_mask=state.anchor_mask[part.start : part.stop],
+                        neighbours=state.neighbours[part.start : part.stop])
+        shared = {
+            "bank_initialised": self.bank_initialised,
+            "round": self.round,
+            "round_state": None if state is None else {"round": state.round, "consistency": state.consistency},
+        }
+        return shared, rows
+
+    def load_sharded_state(self, shared: dict[str, Any], rows: dict[str, Tensor]) -> None:
+        """Restores :meth:`sharded_state` (collective: every rank passes its own rows).
+
+        The rows may come from a run on another number of ranks, re-split for this one.
+        """
+        part = self.partition
+        key = "memory_bank"
+        self.bank.bank.copy_(check_loaded_rows(key, rows[key], (part.count, self.bank.dim)))
+        self.written = torch.as_tensor(rows["written"], dtype=torch.bool).clone().to(self.device)
+        saved = shared.get("round_state")
+        if saved is None:
+            self.curriculum.state = None
+        else:
+            counts = part.counts()
+            whole = {name: all_gather_known(rows[name].to(self.device), counts)
+                     for name in ("entropy", "anchor_mask", "neighbours")}
+            self.curriculum.state = RoundState(saved["round"], whole["anchor_mask"], whole["neighbours"],
+                                               whole["entropy"], saved["consistency"])
+        self.bank_initialised = bool(shared["bank_initialised"])
+        self.round = shared["round"]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores :meth:`state_dict` (tensors land on the bank's current device)."""
@@ -306,4 +381,4 @@ def forward_views(model: Callable[[Tensor], Tensor], images: Tensor | Sequence[T
     return [model(view) for view in images]
 
 
-__all__ = ["ANDMethod", "BANK_UPDATES", "forward_views"]
+__all__ = ["BANK_UPDATES", "ANDMethod", "forward_views"]

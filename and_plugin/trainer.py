@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from . import rundir
 from . import schedule as _schedule
@@ -202,6 +202,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.round_records: list[dict[str, Any]] = []
         self.checkpoint = RunCheckpoint(self.output_dir)
+        self.sharded_checkpoint = None
+        if self.method.sharded:
+            from .sharded.checkpoint import ShardedRunCheckpoint
+
+            self.sharded_checkpoint = ShardedRunCheckpoint(self.output_dir)
         self.metrics = MetricsLog(self.output_dir, enabled=is_main_process())
         ev = config.eval
         self.eval_batch_size = max(256, config.data.batch_size)
@@ -232,7 +237,9 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            **self.method.state_dict(),  # memory_bank, curriculum, bank_initialised, round
+            # memory_bank, curriculum, bank_initialised, round, written; a sharded bank's rows go to
+            # the per-rank shards of its checkpoint instead (see save()).
+            **({"method_shared": self.method.sharded_state()[0]} if self.method.sharded else self.method.state_dict()),
             "position": self.position,
             "plan": self.plan,
             "history": self.history,
@@ -250,7 +257,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state)
+        if not self.method.sharded:
+            self.method.load_state_dict(state)
         self.position = tuple(state["position"])  # type: ignore[assignment]
         self.history = list(state["history"])
         self.round_records = list(state["round_records"])
@@ -261,8 +269,11 @@ class Trainer:
         return self.checkpoint.path
 
     def save(self) -> None:
-        """Writes the checkpoint (rank 0 only; every rank holds the same state)."""
-        self.checkpoint.save(self.state_dict())
+        """Writes the checkpoint: rank 0 writes the file; with a sharded bank every rank writes its rows."""
+        if self.sharded_checkpoint is not None:
+            self.sharded_checkpoint.save(self.state_dict(), self.method.sharded_state()[1], self.method.partition)
+        else:
+            self.checkpoint.save(self.state_dict())
 
     def maybe_resume(self) -> bool:
         """Loads output_dir/checkpoint.pt when ``run.resume`` is set and it exists.
@@ -273,12 +284,19 @@ class Trainer:
         """
         if not self._resume_decision():
             return False
-        state = self.checkpoint.load()  # on the CPU: RNG states must stay CPU ByteTensors
+        rows: dict[str, Tensor] | None = None
+        if self.sharded_checkpoint is not None:
+            loaded = self.sharded_checkpoint.load(self.method.partition)  # this rank's rows only
+            state, rows = (None, None) if loaded is None else loaded
+        else:
+            state = self.checkpoint.load()  # on the CPU: RNG states must stay CPU ByteTensors
         if state is None:
             return False
         rundir.check_provenance(state.get("provenance"), rundir.provenance(self.config, self.num_samples, self.labels),
                                 self.checkpoint_path)
         self.load_state_dict(state)
+        if rows is not None:
+            self.method.load_sharded_state(state["method_shared"], {k: v.to(self.device) for k, v in rows.items()})
         return True
 
     def _resume_decision(self) -> bool:
@@ -403,7 +421,8 @@ class Trainer:
         """``bank_cosine`` of the epoch, and a warning the first time the features look collapsed."""
         if self.collapse is None:
             return {}
-        return self.collapse.update(self.bank.bank, f"round {round_index}, epoch {epoch + 1}", loss,
+        bank = self.bank if self.method.sharded else self.bank.bank  # a sharded one sums its rows across ranks
+        return self.collapse.update(bank, f"round {round_index}, epoch {epoch + 1}", loss,
                                     method_uniform_loss(self.method), warn=is_main_process())
 
     def _check_divergence(self, collective: bool = True) -> None:
@@ -452,11 +471,16 @@ class Trainer:
     def _features_of(self, dataset: Dataset) -> Tensor:
         """The bank rows (N, d) the network gives ``dataset`` (round0 = "random": the untrained fill).
 
-        Multi-view items (lightly's transforms) are combined the way training writes the bank.
+        With a sharded bank only this rank's rows (partition.count, d): each rank reads its own
+        images. Multi-view items (lightly's transforms) are combined the way training writes the bank.
         """
         was_training = self.model.training
         self.model.eval()
-        rows = torch.zeros(self.num_samples, self.bank.dim, device=self.device)
+        first = 0
+        if self.method.sharded:
+            part = self.method.partition
+            first, dataset = part.start, Subset(dataset, range(part.start, part.stop))
+        rows = torch.zeros(len(dataset), self.bank.dim, device=self.device)  # type: ignore[arg-type]
         with torch.no_grad():
             for images, _targets, indices in self._eval_loader(dataset):
                 if isinstance(images, (list, tuple)):
@@ -464,7 +488,7 @@ class Trainer:
                 else:
                     images = images.to(self.device)
                 features = self.method.bank_features_of(forward_views(self.model, images))
-                rows[torch.as_tensor(indices, device=self.device)] = features.float()
+                rows[torch.as_tensor(indices, device=self.device) - first] = features.float()
         self.model.train(was_training)
         return rows
 
@@ -478,7 +502,8 @@ class Trainer:
         The recomputed number is the honest one (training images through the test transform);
         the bank number is what the reference code prints. Never used to select checkpoints.
         """
-        return self.monitor.evaluate(self.model, self.bank.bank, self.device)
+        # A sharded bank has no whole copy for the bank kNN (a rank-0-only computation): skipped.
+        return self.monitor.evaluate(self.model, None if self.method.sharded else self.bank.bank, self.device)
 
     def _end_of_round_eval(self, round_index: int) -> dict[str, Any]:
         record: dict[str, Any] = {}

@@ -131,3 +131,16 @@ def test_negative_and_out_of_range_indices_are_named_in_one_check():
     with pytest.raises(ValueError, match=r"indices must be a 1-D integer tensor, got \(1, 2\)"):
         bank.update(torch.tensor([[1, 2]]), torch.randn(2, 3))
     assert torch.equal(bank.bank, before)  # nothing written by a refused update
+
+
+@pytest.mark.parametrize("size, dim", [(37, 5), (1001, 8), (131_073, 16)])
+def test_the_blockwise_initial_rows_are_one_seeded_randn_call(size, dim):
+    """The bank's start (made block by block, for the peak memory and for shards) is the plain formula."""
+    from and_plugin.memory_bank import initial_rows
+
+    generator = torch.Generator().manual_seed(4)
+    expected = torch.nn.functional.normalize(torch.randn(size, dim, generator=generator), dim=1)
+    assert torch.equal(MemoryBank(size, dim, seed=4).bank, expected)
+    assert torch.equal(MemoryBank(size, dim, seed=4, dtype=torch.float16).bank, expected.half())
+    for start, stop in [(0, size // 3), (size // 3, size), (size - 1, size)]:
+        assert torch.equal(initial_rows(size, dim, 4, start, stop), expected[start:stop])

@@ -164,16 +164,47 @@ def _tile_pass(
                     _merge_topk(best, where, j0, j1, logits.T.topk(min(k, r), dim=1), i0, k)
             if diagonal:
                 logits.diagonal().copy_(self_logits)
-            shifted = logits.sub_(shift)  # v_ij = (l_ij − c)·log2(e) ≤ 0
-            e = torch.exp2(shifted, out=exp_buffer[:r, :c])
-            z[i0:i1] += torch.mv(e, ones[:c])
-            if not diagonal:
-                z[j0:j1] += torch.mv(e.T, ones[:r])
-            e.mul_(shifted)
-            w[i0:i1] += torch.mv(e, ones[:c])
-            if not diagonal:
-                w[j0:j1] += torch.mv(e.T, ones[:r])
+            if diagonal:
+                add_exp_sums(logits, shift, exp_buffer, ones, z[i0:i1], w[i0:i1])
+            else:
+                add_exp_sums(logits, shift, exp_buffer, ones, z[i0:i1], w[i0:i1], z[j0:j1], w[j0:j1])
     return z, w.mul_(math.log(2.0)), best, where
+
+
+def add_exp_sums(
+    logits: Tensor,
+    shift: float,
+    exp_buffer: Tensor,
+    ones: Tensor,
+    z_rows: Tensor,
+    w_rows: Tensor,
+    z_columns: Tensor | None = None,
+    w_columns: Tensor | None = None,
+) -> None:
+    """Adds one tile's terms of Z and W (base 2, before the factor ln 2) in place.
+
+    With v_ij = logits − shift ≤ 0 (``logits`` is overwritten by v): Z_i += Σ_j 2^v_ij and
+    W_i += Σ_j 2^v_ij·v_ij for the tile's rows, and the same sums over i for its columns when
+    ``z_columns`` / ``w_columns`` are given (a symmetric tile serving both blocks).
+
+    Args:
+        logits: l_ij·log2(e), shape (r, c).
+        shift: The shared shift c·log2(e), at least every logit.
+        exp_buffer: Scratch of at least (r, c).
+        ones: Ones of at least max(r, c) entries.
+        z_rows, w_rows: Running sums of the rows, shape (r,).
+        z_columns, w_columns: Running sums of the columns, shape (c,), or None.
+    """
+    r, c = logits.shape
+    shifted = logits.sub_(shift)  # v_ij = (l_ij − c)·log2(e) ≤ 0
+    e = torch.exp2(shifted, out=exp_buffer[:r, :c])
+    z_rows += torch.mv(e, ones[:c])
+    if z_columns is not None:
+        z_columns += torch.mv(e.T, ones[:r])
+    e.mul_(shifted)
+    w_rows += torch.mv(e, ones[:c])
+    if w_columns is not None:
+        w_columns += torch.mv(e.T, ones[:r])
 
 
 def _merge_topk(values: Tensor, indices: Tensor, start: int, stop: int, found: Any, offset: int, k: int) -> None:
@@ -201,3 +232,75 @@ def _neighbour_in_block(bank: Tensor, best_block: Tensor, starts: list[int], til
             sims[inside.nonzero().flatten(), rows[inside] - start] = -math.inf  # never oneself
             nearest[rows] = start + sims.argmax(dim=1)
     return nearest
+
+
+@torch.no_grad()
+def query_key_tiles(
+    queries: Tensor,
+    keys: Tensor,
+    query_offset: int,
+    key_offset: int,
+    temperature: float,
+    k: int,
+    tile: int,
+    shift: float,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One rectangular pass: query rows against one block of key rows, in (tile, tile) tiles.
+
+    The building block of discovery on several ranks (:mod:`and_plugin.sharded.discovery`): the
+    queries are rows [query_offset, query_offset + n) of the bank, the keys rows
+    [key_offset, key_offset + m). A query never counts itself as a neighbour (the pairs with
+    equal global index are masked), but its self term stays in Z and W, as in Eq 5.
+
+    Args:
+        queries: Shape (n, d), any float dtype.
+        keys: Shape (m, d), m ≥ 0.
+        query_offset: Global index of the first query row.
+        key_offset: Global index of the first key row.
+        temperature: τ.
+        k: Neighbours kept per query.
+        tile: The tile side.
+        shift: The shared shift c ≥ every logit l_ij = x̃_i·x̃_j/τ (natural-log units).
+        dtype: The computation dtype.
+
+    Returns:
+        ``(z, w, best, index)``: Z_i = Σ_j e^(l_ij − c) and W_i = Σ_j e^(l_ij − c)(l_ij − c) over
+        this block's keys (shape (n,), ``dtype``); the k largest logits·log2(e) (n, k) and their
+        GLOBAL key indices (n, k) long. k = 1 ties go to the smallest index (k > 1: topk's
+        order, as in :func:`entropy_and_neighbours_tiled`); entries of a block with fewer than
+        k usable keys are −inf.
+    """
+    n, m, device = queries.shape[0], keys.shape[0], queries.device
+    z = torch.zeros(n, dtype=dtype, device=device)
+    w = torch.zeros(n, dtype=dtype, device=device)
+    best = torch.full((n, k), -math.inf, dtype=dtype, device=device)
+    index = torch.zeros(n, k, dtype=torch.long, device=device)
+    if n == 0 or m == 0:
+        return z, w, best, index
+    logits_buffer = torch.empty(tile, tile, dtype=dtype, device=device)
+    exp_buffer = torch.empty(tile, tile, dtype=dtype, device=device)
+    ones = torch.ones(tile, dtype=dtype, device=device)
+    scale = _LOG2E / temperature
+    shift = shift * _LOG2E
+    for i0 in range(0, n, tile):
+        i1 = min(i0 + tile, n)
+        rows = queries[i0:i1].to(dtype) * scale
+        for j0 in range(0, m, tile):
+            j1 = min(j0 + tile, m)
+            r, c = i1 - i0, j1 - j0
+            logits = torch.mm(rows, keys[j0:j1].to(dtype).T, out=logits_buffer[:r, :c])  # l_ij·log2(e), (r, c)
+            # Pairs (g, g) with one global index g lie on the diagonal at offset (query − key) start.
+            selves = logits.diagonal(offset=(query_offset + i0) - (key_offset + j0))
+            self_logits = selves.clone()
+            selves.fill_(-math.inf)
+            if k == 1:
+                row_best, row_index = logits.max(dim=1)  # the first maximum: ties to the smallest index
+                better = row_best > best[i0:i1, 0]  # earlier tiles hold smaller indices: strict
+                best[i0:i1, 0] = torch.where(better, row_best, best[i0:i1, 0])
+                index[i0:i1, 0] = torch.where(better, row_index + (key_offset + j0), index[i0:i1, 0])
+            else:
+                _merge_topk(best, index, i0, i1, logits.topk(min(k, c), dim=1), key_offset + j0, k)
+            selves.copy_(self_logits)
+            add_exp_sums(logits, shift, exp_buffer, ones, z[i0:i1], w[i0:i1])
+    return z, w.mul_(math.log(2.0)), best, index
