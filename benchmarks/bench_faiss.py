@@ -160,7 +160,8 @@ def timing(args: argparse.Namespace) -> dict[str, Any]:
                      "projected_speedup": projected / seconds if projected else None})
         print(json.dumps(rows[-1]), flush=True)
         del bank
-    return {"part": "timing", "d": args.dim, "clusters": args.clusters, "temperature": args.temperature,
+    top = rows[0] if len(rows) == 1 else {}  # one size per run: its numbers at the top (cost_model.py reads them)
+    return {"part": "timing", **top, "d": args.dim, "clusters": args.clusters, "temperature": args.temperature,
             "features": "synthetic clustered unit vectors (timing only)", "faiss_kwargs": args.kwargs,
             "exact_rate": {"N": args.exact_rate_n, "seconds": args.exact_rate_s}, "rows": rows}
 
