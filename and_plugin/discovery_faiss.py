@@ -9,26 +9,32 @@ index on inner product:
   ``index="flat"`` for the exact ``IndexFlatIP``); N_k(i) is the first k of them, self excluded.
 - **Entropy (Eq 5).** With logits l_ij = x̃_i·x̃_j / τ, Z_i = Σ_j e^{l_ij} and
   W_i = Σ_j e^{l_ij} l_ij, H_i = log Z_i − W_i / Z_i over all N columns, self term included. The
-  head (the K' candidates and the row itself) is summed exactly; the N − h_i other columns (the
-  tail) by a uniform sample without replacement of ``tail_samples`` = m columns, the same columns
-  for every row (drawn from ``seed``), scaled by (N − h_i) / m_i (m_i: the sampled columns that
-  are not in row i's head).
+  head is summed exactly: with IVF, every column in the ``nprobe`` lists the row probes (the
+  neighbourhood the index scans anyway); with HNSW / flat, the K' candidates and the row itself.
+  The other columns (the tail) are estimated from one sample of columns shared by every row
+  (drawn from ``seed``): with IVF, m_c = clamp(round(m·n_c/N), 1, n_c) rows of each list c
+  (m = ``tail_samples``), weighted n_c / m_c, a row's tail being the lists it does not probe
+  (sampling list by list removes the variation between lists from the estimate); with HNSW /
+  flat, m uniform columns, those outside row i's head scaled by (N − h_i) / m_i.
 
-Error bound (documented in docs/explanation/faiss-discovery.md). Shift the logits of row i by
-its largest head logit c_i, u_ij = l_ij − c_i ≤ 0, so H_i = log Z + V / Z with Z = Σ_j e^{u_ij}
-and V = Σ_j −u_ij e^{u_ij} ≥ 0. When the head holds the true top K' columns, every tail column has
-u ≤ u_(K') (the smallest head logit), so its terms lie in e^u ∈ [0, b_Z], b_Z = e^{u_(K')}, and
-−u e^u ∈ [0, b_V], b_V = −u_(K') e^{u_(K')} if u_(K') ≤ −1 else 1/e. Hoeffding's inequality (it
-holds for sampling without replacement too) gives, with probability ≥ 1 − δ for row i,
+Error bound (docs/components/faiss-discovery.md). Shift the logits of row i by its largest head
+logit c_i, u_ij = l_ij − c_i ≤ 0, so H_i = log Z + V / Z with Z = Σ_j e^{u_ij} and
+V = Σ_j −u_ij e^{u_ij} ≥ 0. When the head holds the true top K' columns, every tail column has
+u ≤ u_(K') (the smallest candidate logit), so its terms lie in e^u ∈ [0, b_Z], b_Z = e^{u_(K')},
+and −u e^u ∈ [0, b_V], b_V = −u_(K') e^{u_(K')} if u_(K') ≤ −1 else 1/e. Hoeffding's inequality
+for the sum of the independent strata (it holds for sampling without replacement too; each
+summand of stratum c spans b·n_c/m_c) gives, with probability ≥ 1 − δ for row i,
 
-    |Ẑ_tail − Z_tail| ≤ ε_Z = (N − h_i) · b_Z · sqrt(ln(4/δ) / (2 m_i))
-    |V̂_tail − V_tail| ≤ ε_V = (N − h_i) · b_V · sqrt(ln(4/δ) / (2 m_i))
+    |Ẑ_tail − Z_tail| ≤ ε_Z = b_Z · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
+    |V̂_tail − V_tail| ≤ ε_V = b_V · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
 
-and, as log Z rises with Z and V / Z rises with V and falls with Z, H_i lies in
-[log Z_lo + V_lo / Z_hi, log Z_hi + V_hi / Z_lo] with Z_lo = max(Ẑ − ε_Z, Z_head) etc.
+over the row's unprobed strata (a stratum sampled in full adds 0; one uniform sample is one
+stratum, n = N − h_i, m = m_i: ε_Z = (N − h_i) b_Z sqrt(ln(4/δ) / (2 m_i))). As log Z rises with
+Z and V / Z rises with V and falls with Z, H_i lies in [log Z_lo + V_lo / Z_hi,
+log Z_hi + V_hi / Z_lo] with Z_lo = max(Ẑ − ε_Z, Z_head) etc.
 :meth:`FaissDiscovery.entropy_bound` returns the half-width of that interval around Ĥ_i. The
-bound is a worst case (it assumes tail terms as large as the head's smallest); the measured
-errors are far smaller (docs/performance.md, benchmarks/results/scale/).
+bound is a worst case (it lets every tail term be as large as the smallest candidate's); the
+measured errors are far smaller (benchmarks/results/scale/).
 
 Deterministic: the same bank, arguments, seed and thread count give the same result (k-means
 training and the tail sample are seeded; ``index="hnsw"`` builds its graph in parallel and is
