@@ -7,6 +7,8 @@ argument goes to the recipe's command line (see :mod:`and_plugin.cli`), e.g.
 ``python -m and_plugin --recipe cifar10_alexnet --smoke``, or with components of your own
 ``python -m and_plugin --recipe cifar10_alexnet --smoke --import my_components model.backbone=my_net``
 (``--import`` is the recipes' option: see :mod:`and_plugin.plugins`).
+Under torchrun, ``python -m torch.distributed.run --nproc_per_node=W -m and_plugin --recipe NAME ...``
+trains with W processes on this machine (see :mod:`and_plugin.cli`).
 
 Errors take the recipes' path (:func:`and_plugin.cli.exit_on_error`): a user error prints one
 line and exits 2; ``--debug`` (or ``AND_DEBUG=1``) shows the traceback.

@@ -19,6 +19,13 @@ Options (see ``--help`` of any recipe):
 - ``--slurm``: submit the run as a SLURM job (:func:`and_plugin.launcher.submit`) described by
   ``--slurm-profile PATH`` (default ``slurm/profiles/local.yaml``), changed by
   ``--slurm-set key=value`` (repeatable); ``--wait`` blocks until the job ends.
+- Under ``torchrun`` (``torchrun --nproc_per_node=W recipes/<name>.py ...`` or
+  ``python -m torch.distributed.run --nproc_per_node=W -m and_plugin --recipe NAME ...``): every
+  process joins one process group (NCCL on ``cuda:<LOCAL_RANK>`` when ``run.device`` is ``cuda``,
+  or ``auto`` with GPUs; gloo on CPUs) and trains its share of every global batch; rank 0 alone
+  prints and writes the run directory. ``run.threads``, when unset, is the cores this process
+  may use divided by ``LOCAL_WORLD_SIZE`` (at least 1). ``--slurm`` under torchrun is an error,
+  and so are more processes on a machine than its GPUs when training on GPUs.
 - ``key=value`` (any number): config overrides, applied last, e.g. ``method.neighbours=5``.
 
 Precedence, lowest first: recipe YAML, ``--config`` files, ``--smoke``, ``--data-dir`` /
@@ -44,10 +51,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .config import Config, ConfigError, load_config, merge
+
+if TYPE_CHECKING:
+    from .launcher.process_group import TorchrunEnvironment
 
 __all__ = ["SMOKE", "USER_ERRORS", "build_parser", "exit_on_error", "main", "recipe_config", "run_recipe",
            "smoke_settings"]
@@ -195,7 +205,12 @@ def _resolve(recipe: str | os.PathLike[str] | dict[str, Any], args: argparse.Nam
     data = merge(data, {"run": run} if run else {})
     if args.data_dir:
         data = merge(data, {"data": {"root": args.data_dir}})
-    return load_config(data, overrides=list(args.overrides))
+    config = load_config(data, overrides=list(args.overrides))
+    if config.data.dataset == "image_folder" and config.data.root is None:  # it has no default location
+        raise ConfigError("data.root must be the folder of images (root/<class>/<image> or "
+                          "root/<split>/<class>/<image>) when data.dataset='image_folder', e.g. --data-dir "
+                          "/data/my_images, got None")
+    return config
 
 
 def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = None) -> Any:
@@ -211,17 +226,54 @@ def run_recipe(config_path: str | os.PathLike[str], argv: list[str] | None = Non
     Raises:
         ConfigError: A bad key, value or override (before anything runs).
     """
+    from .launcher.process_group import TorchrunEnvironment
+
     parser = build_parser(_recipe_description(config_path))
     args = parser.parse_intermixed_args(argv)
+    torchrun = TorchrunEnvironment.from_environ()
+    if torchrun is not None and args.slurm:
+        raise ConfigError(
+            f"--slurm: got it in a process torchrun started (WORLD_SIZE={torchrun.world_size}); allowed: "
+            "--slurm from one plain python process (the SLURM job starts its own processes), or torchrun "
+            "without --slurm"
+        )
     config = _resolve(config_path, args)
     if args.slurm:
-        from .launcher import submit  # lazy: submitit is only needed to submit
+        from .launcher import submit
 
         return submit(config, profile=_profile_path(args.slurm_profile), profile_overrides=list(args.slurm_set),
                       wait=args.wait)
+    if torchrun is not None:
+        return _train_under_torchrun(config, torchrun)
     from .run import run_training
 
     return run_training(config)
+
+
+def _train_under_torchrun(config: Config, env: TorchrunEnvironment) -> Any:
+    """Trains as one of the processes torchrun started: joins their process group, then trains.
+
+    The device is ``cuda:<LOCAL_RANK>`` (NCCL) when ``run.device`` is ``cuda`` or ``auto`` with
+    GPUs, else ``cpu`` (gloo); an unset ``run.threads`` shares the cores among the processes of
+    this machine (``cores // LOCAL_WORLD_SIZE``, at least 1). Rank 0 alone prints and writes files.
+
+    Args:
+        config: The validated run.
+        env: The :class:`~and_plugin.launcher.process_group.TorchrunEnvironment` of this process.
+    """
+    from .launcher.process_group import local_threads, process_group
+    from .run import run_training
+
+    config.run.device = env.device(config.run.device)
+    if config.run.threads is None:
+        config.run.threads = local_threads(env.local_world_size)
+    with process_group(config.run.device, env.world_size):
+        if env.rank == 0:
+            backend = "nccl" if config.run.device.startswith("cuda") else "gloo"
+            print(f"torchrun: world size {env.world_size} ({env.local_world_size} process(es) on this machine), "
+                  f"{backend}; rank 0 on {config.run.device} with {config.run.threads} thread(s) writes "
+                  f"{config.run.output_dir}", flush=True)
+        return run_training(config)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -146,7 +146,7 @@ def test_profile_errors_name_the_key_the_value_and_what_is_allowed(override, mes
 
 
 def test_profile_file_errors(tmp_path):
-    with pytest.raises(ProfileError, match=r"'nope' does not exist; .*bundled profiles \['example_gpu_cluster', 'local'\]"):
+    with pytest.raises(ProfileError, match=r"'nope' does not exist; .*bundled profiles \['example_gpu_cluster', 'local', 'multinode_8x8'\]"):
         load_profile("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- a\n- b\n")

@@ -22,21 +22,25 @@ EXPECTED = {
     "cifar10_alexnet", "cifar100_alexnet", "svhn_alexnet", "cifar10_resnet18", "cifar10_resnet101",
     "imagenet_alexnet", "imagenet_resnet18", "cub200_resnet18", "dogs_resnet18", "cifar10_instance",
     "ablation_neighbours", "ablation_rounds", "ablation_one_off", "ablation_random_init",
-    "ablation_epochs_per_round",
+    "ablation_epochs_per_round", "folder_resnet50_sharded",
 }
 #: Recipes whose smoke run takes over 20 s on the shared 2-core CPU: 224x224 inputs, ResNet101, and
 #: the CIFAR-100 / SVHN AlexNet recipes (25-30 s; in --smoke they differ from cifar10_alexnet, which
 #: stays in the fast set, only by name and SVHN's normalisation).
 SLOW = {"cifar10_resnet101", "imagenet_alexnet", "imagenet_resnet18", "cub200_resnet18", "dogs_resnet18",
-        "cifar100_alexnet", "svhn_alexnet"}
+        "cifar100_alexnet", "svhn_alexnet", "folder_resnet50_sharded"}
 CPU = ["run.threads=1", "run.progress=false", "run.device=cpu"]
+#: Settings a recipe's one-process smoke run needs: the sharded layout needs torch.distributed
+#: (its two-process run is in tests/test_torchrun.py).
+ONE_PROCESS = {"folder_resnet50_sharded": ["method.bank_layout=replicated"]}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _FINISHED: dict[str, tuple[Path, object]] = {}
 
 
 def smoke(name: str, output_dir: Path, *extra: str):
     torch.set_num_threads(1)
-    result = run_recipe(CONFIGS / f"{name}.yaml", ["--smoke", "--output-dir", str(output_dir), *CPU, *extra])
+    result = run_recipe(CONFIGS / f"{name}.yaml", ["--smoke", "--output-dir", str(output_dir), *CPU,
+                                                   *ONE_PROCESS.get(name, []), *extra])
     _FINISHED[name] = (output_dir, result)
     return result
 

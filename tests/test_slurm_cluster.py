@@ -128,7 +128,7 @@ def _by_value():
 
 def test_profiles_have_the_documented_fields():
     yaml = pytest.importorskip("yaml")
-    for name in ("local.yaml", "example_gpu_cluster.yaml"):
+    for name in ("local.yaml", "example_gpu_cluster.yaml", "multinode_8x8.yaml"):
         profile = yaml.safe_load((PROFILES / name).read_text())
         assert set(profile) == PROFILE_FIELDS, name
         assert isinstance(profile["additional_parameters"], dict), name

@@ -9,6 +9,9 @@ One module per concern:
   (process): ``torch.distributed`` from the SLURM environment, the device, then
   :func:`and_plugin.run.run_training`; a requeued job (preemption, time limit, node failure, an
   administrator's ``scontrol requeue``) continues from ``<output_dir>/checkpoint.pt``.
+- :mod:`~and_plugin.launcher.process_group`: the ``torch.distributed`` process group from the
+  environment (NCCL on ``cuda:<local rank>``, gloo on CPUs, :data:`DIST_TIMEOUT_MIN`), shared by
+  the SLURM job and by ``torchrun`` launches of the recipes (:func:`and_plugin.cli.run_recipe`).
 - :mod:`~and_plugin.launcher.preemption`: the ``USR2`` handler; only the job's main process acts
   on it, outside the handler (DataLoader workers ignore it), and "already requeued" is success.
 - :mod:`~and_plugin.launcher.joblog`: a line per epoch, and where the attempt started, in the
@@ -37,9 +40,10 @@ Example:
 from __future__ import annotations
 
 from .failures import JobFailedError, error_text, job_result, wait_for
-from .job import DIST_TIMEOUT_MIN, TrainingJob, harden_requeue
+from .job import TrainingJob, harden_requeue
 from .joblog import EpochLog
 from .preemption import PreemptionHandler, RequeueError, install_preemption_handler, requeue_job
+from .process_group import DIST_TIMEOUT_MIN, TorchrunEnvironment, process_group
 from .profile import PROFILE_FIELDS, PROFILES_DIR, ProfileError, SlurmProfile, load_profile, resolve_profile_path
 from .submission import FILELESS_DATASETS, SubmissionError, check_before_submit, submit
 
@@ -55,6 +59,7 @@ __all__ = [
     "RequeueError",
     "SlurmProfile",
     "SubmissionError",
+    "TorchrunEnvironment",
     "TrainingJob",
     "check_before_submit",
     "error_text",
@@ -62,6 +67,7 @@ __all__ = [
     "install_preemption_handler",
     "job_result",
     "load_profile",
+    "process_group",
     "requeue_job",
     "resolve_profile_path",
     "submit",

@@ -1,7 +1,8 @@
 """What runs inside a SLURM job: :class:`TrainingJob`, once per task (process).
 
 It sets up ``torch.distributed`` from the SLURM environment when there is more than one task
-(NCCL on GPUs, gloo on CPUs), picks the device (``cuda:<local rank>`` or ``cpu``) and runs
+(NCCL on GPUs, gloo on CPUs; :mod:`~and_plugin.launcher.process_group`, shared with torchrun
+launches), picks the device (``cuda:<local rank>`` or ``cpu``) and runs
 :func:`and_plugin.run.run_training`, printing a line per epoch to the job's stdout
 (:mod:`~and_plugin.launcher.joblog`).
 
@@ -19,7 +20,6 @@ process acts on ``USR2``, outside the signal handler; DataLoader workers ignore 
 
 from __future__ import annotations
 
-import datetime
 import os
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,9 @@ import submitit
 from ..config import config_from_dict, merge
 from .joblog import EpochLog, start_line
 from .preemption import install_preemption_handler
+from .process_group import DIST_TIMEOUT_MIN, job_device, process_group
 
 __all__ = ["DIST_TIMEOUT_MIN", "TrainingJob", "harden_requeue", "import_user_modules", "install_preemption_handler"]
-
-#: Minutes torch.distributed waits in a collective before giving up (rank 0 evaluating, ...).
-DIST_TIMEOUT_MIN = int(os.environ.get("AND_DIST_TIMEOUT_MIN", "60"))
 
 
 def _first_attempt(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +63,6 @@ class TrainingJob(submitit.helpers.Checkpointable):
         self.imports = list(imports)
 
     def __call__(self, config_dict: dict[str, Any]) -> dict[str, Any]:
-        import torch
         import torch.distributed as dist
 
         from ..run import run_training
@@ -80,18 +77,11 @@ class TrainingJob(submitit.helpers.Checkpointable):
         if config.run.threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
             # Without cgroups torch would use every core of the node in every process.
             config.run.threads = int(os.environ["SLURM_CPUS_PER_TASK"])
-        device = _job_device(config.run.device, local_rank)
+        device = job_device(config.run.device, local_rank)
         config.run.device = device
-        initialised_here = False
         if world > 1 and not dist.is_initialized():
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            if backend == "nccl":
-                torch.cuda.set_device(torch.device(device))
-            dist.init_process_group(backend, init_method="env://",
-                                    timeout=datetime.timedelta(minutes=DIST_TIMEOUT_MIN))
-            initialised_here = True
-        try:
+        with process_group(device, world):
             resumed_from = _checkpoint_position(Path(config.run.output_dir)) if config.run.resume else None
             if env is not None and env.global_rank == 0:  # the job's stdout, the log users follow
                 from ..trainer import round_plan
@@ -99,9 +89,6 @@ class TrainingJob(submitit.helpers.Checkpointable):
                 print(start_line(round_plan(config), resumed_from, config.run.output_dir, restarts), flush=True)
             # build_run draws the initial weights from run.seed
             result = run_training(config, callbacks=[EpochLog()] if env is not None else None)
-        finally:
-            if initialised_here and dist.is_initialized():
-                dist.destroy_process_group()
         return {
             "output_dir": result.output_dir,
             "rounds": [dict(record) for record in result.rounds],
@@ -139,17 +126,7 @@ def _job_environment() -> Any:
     return submitit.JobEnvironment()
 
 
-def _job_device(requested: str, local_rank: int) -> str:
-    """``cpu``, or ``cuda:<local rank>`` (modulo the visible GPUs, for one-GPU-per-task binding)."""
-    import torch
-
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
-        return "cpu"
-    if not torch.cuda.is_available():
-        raise RuntimeError(f"run.device: got {requested!r}, but this job sees no CUDA device "
-                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
-                           "ask the profile for GPUs (gpus_per_node) or use run.device=cpu")
-    return f"cuda:{local_rank % torch.cuda.device_count()}"
+_job_device = job_device  # the name earlier versions used
 
 
 def _checkpoint_position(output_dir: Path) -> list[int] | None:
