@@ -126,7 +126,6 @@ def _rank_worker(rank: int, world: int, port: int, out: str) -> None:
 
 @needs_faiss
 @pytest.mark.distributed
-@pytest.mark.slow  # two spawned processes: ~30 s of start-up on 2 cores
 def test_each_rank_discovers_its_rows_under_torch_distributed(tmp_path, bank):
     out = str(tmp_path / "gathered.pt")
     mp.spawn(_rank_worker, args=(2, free_port(), out), nprocs=2, join=True)
