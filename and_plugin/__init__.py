@@ -8,6 +8,8 @@ The four AND components, each usable alone:
   :class:`LabelFilteredCurriculum`, a diagnostic that drops class-inconsistent neighbourhoods.
 - :class:`ANDMiner` — the anchor neighbourhoods as pytorch-metric-learning index tuples.
 - :class:`ANDLoss` — Eq 7 as a pytorch-metric-learning loss, optionally owning the bank.
+- :func:`faiss_entropy_and_neighbours` — approximate discovery (Eq 1, 5) from a faiss index, for
+  banks where the exact O(N² d) refresh is too slow (``pip install 'and_plugin[faiss]'``).
 - :class:`ShardedMemoryBank` — the bank split by rows over the ranks of torch.distributed
   (``method.bank_layout="sharded"``), with :class:`RowPartition` (who owns which rows) and
   :class:`ShardedRunCheckpoint` (per-rank checkpoints, re-sharded on resume).
@@ -34,6 +36,7 @@ from .curriculum import (
     select_anchors,
 )
 from .data import DatasetInfo, PresetInfo, register_dataset, with_index
+from .discovery_faiss import faiss_entropy_and_neighbours
 from .divergence import DivergenceError
 from .evaluation import extract_features, knn_accuracy
 from .loss import NeighbourhoodLoss, bank_logsumexp, neighbourhood_loss, reference_bank_logsumexp
@@ -88,6 +91,7 @@ __all__ = [
     "build_run",
     "entropy_and_neighbours",
     "extract_features",
+    "faiss_entropy_and_neighbours",
     "knn_accuracy",
     "load_config",
     "neighbourhood_consistency",

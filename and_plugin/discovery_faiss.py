@@ -9,26 +9,32 @@ index on inner product:
   ``index="flat"`` for the exact ``IndexFlatIP``); N_k(i) is the first k of them, self excluded.
 - **Entropy (Eq 5).** With logits l_ij = x̃_i·x̃_j / τ, Z_i = Σ_j e^{l_ij} and
   W_i = Σ_j e^{l_ij} l_ij, H_i = log Z_i − W_i / Z_i over all N columns, self term included. The
-  head (the K' candidates and the row itself) is summed exactly; the N − h_i other columns (the
-  tail) by a uniform sample without replacement of ``tail_samples`` = m columns, the same columns
-  for every row (drawn from ``seed``), scaled by (N − h_i) / m_i (m_i: the sampled columns that
-  are not in row i's head).
+  head is summed exactly: with IVF, every column in the ``nprobe`` lists the row probes (the
+  neighbourhood the index scans anyway); with HNSW / flat, the K' candidates and the row itself.
+  The other columns (the tail) are estimated from one sample of columns shared by every row
+  (drawn from ``seed``): with IVF, m_c = clamp(round(m·n_c/N), 1, n_c) rows of each list c
+  (m = ``tail_samples``), weighted n_c / m_c, a row's tail being the lists it does not probe
+  (sampling list by list removes the variation between lists from the estimate); with HNSW /
+  flat, m uniform columns, those outside row i's head scaled by (N − h_i) / m_i.
 
-Error bound (documented in docs/explanation/faiss-discovery.md). Shift the logits of row i by
-its largest head logit c_i, u_ij = l_ij − c_i ≤ 0, so H_i = log Z + V / Z with Z = Σ_j e^{u_ij}
-and V = Σ_j −u_ij e^{u_ij} ≥ 0. When the head holds the true top K' columns, every tail column has
-u ≤ u_(K') (the smallest head logit), so its terms lie in e^u ∈ [0, b_Z], b_Z = e^{u_(K')}, and
-−u e^u ∈ [0, b_V], b_V = −u_(K') e^{u_(K')} if u_(K') ≤ −1 else 1/e. Hoeffding's inequality (it
-holds for sampling without replacement too) gives, with probability ≥ 1 − δ for row i,
+Error bound (docs/components/faiss-discovery.md). Shift the logits of row i by its largest head
+logit c_i, u_ij = l_ij − c_i ≤ 0, so H_i = log Z + V / Z with Z = Σ_j e^{u_ij} and
+V = Σ_j −u_ij e^{u_ij} ≥ 0. When the head holds the true top K' columns, every tail column has
+u ≤ u_(K') (the smallest candidate logit), so its terms lie in e^u ∈ [0, b_Z], b_Z = e^{u_(K')},
+and −u e^u ∈ [0, b_V], b_V = −u_(K') e^{u_(K')} if u_(K') ≤ −1 else 1/e. Hoeffding's inequality
+for the sum of the independent strata (it holds for sampling without replacement too; each
+summand of stratum c spans b·n_c/m_c) gives, with probability ≥ 1 − δ for row i,
 
-    |Ẑ_tail − Z_tail| ≤ ε_Z = (N − h_i) · b_Z · sqrt(ln(4/δ) / (2 m_i))
-    |V̂_tail − V_tail| ≤ ε_V = (N − h_i) · b_V · sqrt(ln(4/δ) / (2 m_i))
+    |Ẑ_tail − Z_tail| ≤ ε_Z = b_Z · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
+    |V̂_tail − V_tail| ≤ ε_V = b_V · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
 
-and, as log Z rises with Z and V / Z rises with V and falls with Z, H_i lies in
-[log Z_lo + V_lo / Z_hi, log Z_hi + V_hi / Z_lo] with Z_lo = max(Ẑ − ε_Z, Z_head) etc.
+over the row's unprobed strata (a stratum sampled in full adds 0; one uniform sample is one
+stratum, n = N − h_i, m = m_i: ε_Z = (N − h_i) b_Z sqrt(ln(4/δ) / (2 m_i))). As log Z rises with
+Z and V / Z rises with V and falls with Z, H_i lies in [log Z_lo + V_lo / Z_hi,
+log Z_hi + V_hi / Z_lo] with Z_lo = max(Ẑ − ε_Z, Z_head) etc.
 :meth:`FaissDiscovery.entropy_bound` returns the half-width of that interval around Ĥ_i. The
-bound is a worst case (it assumes tail terms as large as the head's smallest); the measured
-errors are far smaller (docs/performance.md, benchmarks/results/scale/).
+bound is a worst case (it lets every tail term be as large as the smallest candidate's); the
+measured errors are far smaller (benchmarks/results/scale/).
 
 Deterministic: the same bank, arguments, seed and thread count give the same result (k-means
 training and the tail sample are seeded; ``index="hnsw"`` builds its graph in parallel and is
@@ -74,7 +80,9 @@ class FaissDiscovery:
         z_tail, v_tail: Shape (Q,), float64: the scaled tail estimates.
         z_range, v_range: Shape (Q,), float64: b_Z and b_V, the ranges of one tail term.
         tail_size: Shape (Q,), long: N − h_i, the columns outside row i's head.
-        sampled: Shape (Q,), long: m_i, the sampled columns outside row i's head.
+        spread: Shape (Q,), float64: Σ_c n_c² / m_c over the sampled strata of row i's tail (one
+            stratum of n = N − h_i columns and m = m_i samples without IVF lists; 0 for a stratum
+            summed in full), the Hoeffding width factor.
     """
 
     entropy: Tensor
@@ -86,7 +94,7 @@ class FaissDiscovery:
     z_range: Tensor
     v_range: Tensor
     tail_size: Tensor
-    sampled: Tensor
+    spread: Tensor
 
     def entropy_bound(self, delta: float = 1e-3) -> Tensor:
         """Half-width of the Hoeffding interval of H_i around Ĥ_i, per row, shape (Q,), float64.
@@ -97,10 +105,9 @@ class FaissDiscovery:
         """
         if not 0.0 < delta < 1.0:
             raise ValueError(f"delta must be in (0, 1), got {delta!r}")
-        exact = self.sampled >= self.tail_size
-        width = torch.sqrt(math.log(4.0 / delta) / (2.0 * self.sampled.clamp(min=1).double()))
-        eps_z = torch.where(exact, 0.0, self.tail_size * self.z_range * width)
-        eps_v = torch.where(exact, 0.0, self.tail_size * self.v_range * width)
+        width = torch.sqrt(self.spread * math.log(4.0 / delta) / 2.0)
+        eps_z = self.z_range * width
+        eps_v = self.v_range * width
         z_hat, v_hat = self.z_head + self.z_tail, self.v_head + self.v_tail
         z_lo = torch.maximum(z_hat - eps_z, self.z_head)
         z_hi = z_hat + eps_z
@@ -185,8 +192,12 @@ def faiss_discovery(
         index, quantizer = _build_index(faiss, keys, options, bank.is_cuda)
         generator = torch.Generator().manual_seed(options["seed"])
         # One sample of columns for every row, so a row's result does not depend on the split.
-        sample = torch.randperm(size, generator=generator)[: options["tail_samples"]].sort().values
+        permutation = torch.randperm(size, generator=generator)
         lists = _inverted_lists(quantizer, keys, queries, options) if quantizer is not None else None
+        if lists is None:
+            sample = permutation[: options["tail_samples"]].sort().values
+        else:
+            sample = _stratified_sample(lists, permutation, options["tail_samples"])
         parts = []
         for start in range(0, len(queries), options["block_rows"]):
             block = queries[start : start + options["block_rows"]]
@@ -211,7 +222,7 @@ def _options(size: int, neighbours: int, kwargs: dict[str, Any]) -> dict[str, An
     if unknown:
         raise ValueError(f"discovery_kwargs keys must be among {list(DISCOVERY_KWARGS)}, got {unknown[0]!r}")
     options: dict[str, Any] = {
-        "candidates": 64, "tail_samples": 2048, "seed": 0, "index": "ivf", "nlist": None, "nprobe": 32,
+        "candidates": 64, "tail_samples": 2048, "seed": 0, "index": "ivf", "nlist": None, "nprobe": 16,
         "hnsw_m": 32, "ef_search": 128, "ef_construction": 80, "threads": torch.get_num_threads(),
         "block_rows": 16384,
     }
@@ -248,6 +259,7 @@ def _build_index(faiss: ModuleType, keys: Tensor, options: dict[str, Any], on_cu
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, options["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = options["seed"]
+        index.cp.max_points_per_centroid = 64  # k-means on ≤ 64·nlist rows: ample for 4·sqrt(N) lists
         index.nprobe = min(options["nprobe"], options["nlist"])
     if not index.is_trained:
         index.train(data)
@@ -315,30 +327,57 @@ def _discover_block(
         v_head = (-head_u * head_e).sum(dim=1) + torch.where(self_out, -self_u * self_u.exp(), 0.0)
         head_size = valid.sum(dim=1) + self_out.long()
         in_head = _sampled_in_head(sample, torch.cat([torch.where(valid, found, -1), own], dim=1))
-    else:  # head: the probed lists (summed later), plus the row itself if its list is not probed
-        self_out = ~(probes == lists["list_of"][own]).any(dim=1)
-        z_head = torch.where(self_out, self_u.exp(), 0.0)
-        v_head = torch.where(self_out, -self_u * self_u.exp(), 0.0)
-        head_size = lists["sizes"][probes].sum(dim=1) + self_out.long()
+        # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
+        sampled = sample.numel() - in_head.sum(dim=1)
+        tail_size = size - head_size
+        row_weight = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0)
+        column_weight = torch.ones(sample.numel())
+        spread = torch.where(sampled >= tail_size, 0.0, tail_size.double() ** 2 / sampled.clamp(min=1).double())
+    else:  # head: the probed lists (summed later); tail: the other lists, each by its own sample
+        z_head = torch.zeros(rows, dtype=torch.float64)
+        v_head = torch.zeros(rows, dtype=torch.float64)
+        tail_size = size - lists["sizes"][probes].sum(dim=1)
         probed = torch.zeros(rows, lists["nlist"], dtype=torch.bool)
         probed[torch.arange(rows).view(-1, 1), probes] = True
-        in_head = probed[:, lists["list_of"][sample]] | _sampled_in_head(sample, torch.where(self_out.view(-1, 1), own, -1))
+        in_head = probed[:, lists["list_of"][sample]]
+        row_weight = torch.ones(rows, dtype=torch.float64)
+        column_weight = lists["weight"].float()  # n_c / m_c of each sampled column's list
+        spread = lists["spread"].sum() - lists["spread"][probes].sum(dim=1)
 
-    # Tail: the sampled columns outside the row's head, scaled to the N − h_i columns there.
     tail_u = (block @ keys[sample].T - (shift * temperature).float()) / temperature  # (B, m), float32
     tail_e = tail_u.exp().masked_fill_(in_head, 0.0)
-    sampled = sample.numel() - in_head.sum(dim=1)
-    tail_size = size - head_size
-    scale = torch.where(sampled > 0, tail_size.double() / sampled.clamp(min=1).double(), 0.0)
     return {
         "neighbours": nearest.long(),
         "z_head": z_head, "v_head": v_head,
-        "z_tail": tail_e.sum(dim=1, dtype=torch.float64) * scale,
-        "v_tail": (-tail_u * tail_e).sum(dim=1, dtype=torch.float64) * scale,
+        # Row sums, not a matrix-vector product: a row's sum must not depend on the block's height.
+        "z_tail": (tail_e * column_weight).sum(dim=1).double() * row_weight,
+        "v_tail": (tail_u.mul_(tail_e).mul_(column_weight)).sum(dim=1).double().neg_() * row_weight,
         "z_range": smallest.exp(),
         "v_range": torch.where(smallest <= -1.0, -smallest * smallest.exp(), math.exp(-1.0)),
-        "tail_size": tail_size, "sampled": sampled, "shift": shift[:, 0],
+        "tail_size": tail_size, "spread": spread, "shift": shift[:, 0],
     }
+
+
+def _stratified_sample(lists: dict, permutation: Tensor, samples: int) -> Tensor:
+    """Columns sampled list by list: m_c = clamp(round(m·n_c/N), 1, n_c) from list c, sorted.
+
+    Sets ``lists["weight"]`` (n_c / m_c per sampled column) and ``lists["spread"]`` (n_c² / m_c
+    per list, 0 for a list sampled in full: the Hoeffding width of each list's estimate).
+    """
+    size = permutation.numel()
+    sizes = lists["sizes"]
+    quota = torch.clamp(torch.round(samples * sizes.double() / size).long(), min=1)
+    quota = torch.minimum(quota, sizes)
+    rank = torch.empty_like(permutation)
+    rank[permutation] = torch.arange(size)
+    order = torch.sort(lists["list_of"] * size + rank).indices  # by list, then by the seeded permutation
+    first = torch.cumsum(sizes, 0) - sizes
+    position = torch.arange(size) - first[lists["list_of"][order]]
+    sample = order[position < quota[lists["list_of"][order]]].sort().values
+    column_list = lists["list_of"][sample]
+    lists["weight"] = sizes[column_list].double() / quota[column_list].double()
+    lists["spread"] = torch.where(quota < sizes, sizes.double() ** 2 / quota.double().clamp(min=1), 0.0)
+    return sample
 
 
 def _add_probed_lists(keys: Tensor, queries: Tensor, lists: dict, parts: list[dict], block_rows: int,
@@ -355,15 +394,16 @@ def _add_probed_lists(keys: Tensor, queries: Tensor, lists: dict, parts: list[di
     query_of = pairs.indices // probes.shape[1]  # (Q·P,), grouped by list
     bounds = torch.cumsum(torch.bincount(probes.reshape(-1), minlength=lists["nlist"]), 0).tolist()
     members = torch.cumsum(lists["sizes"], 0).tolist()
+    grouped = keys[lists["order"]]  # bank rows grouped by list: each list a contiguous slice
     first_query, first_member = 0, 0
     for last_query, last_member in zip(bounds, members):
         if last_query > first_query and last_member > first_member:
             rows = query_of[first_query:last_query]
-            columns = keys[lists["order"][first_member:last_member]]
-            u = (queries[rows] @ columns.T - (shift[rows] * temperature).float().view(-1, 1)) / temperature
+            u = queries[rows] @ grouped[first_member:last_member].T
+            u.sub_((shift[rows] * temperature).float().view(-1, 1)).div_(temperature)
             e = u.exp()
-            z.index_add_(0, rows, e.sum(dim=1, dtype=torch.float64))
-            v.index_add_(0, rows, (-u * e).sum(dim=1, dtype=torch.float64))
+            z.index_add_(0, rows, e.sum(dim=1).double())  # float32 sums of at most n_c terms
+            v.index_add_(0, rows, (u.mul_(e)).sum(dim=1).double().neg_())
         first_query, first_member = last_query, last_member
     for start, part in zip(range(0, len(queries), block_rows), parts):
         part["z_head"] = part["z_head"] + z[start : start + len(part["shift"])]

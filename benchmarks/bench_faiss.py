@@ -112,6 +112,12 @@ def recall(approx: torch.Tensor, exact: torch.Tensor, k: int) -> float:
     return float(hits.mean())
 
 
+def shown(path: Path) -> str:
+    """The checkpoint's path from its ``runs/`` folder on (the part that means something elsewhere)."""
+    parts = Path(path).parts
+    return str(Path(*parts[parts.index("runs"):])) if "runs" in parts else Path(path).name
+
+
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     bank = real_features(args.checkpoint, args.size, args.seed)
     k = 5
@@ -133,7 +139,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                        "recall@5_anchors": recall(approx_n[a], exact_n[a], 5)})
     return {
         "part": "quality", "N": args.size, "d": bank.shape[1], "temperature": args.temperature,
-        "features": f"Fashion-MNIST 70k + augmented copies through {args.checkpoint}",
+        "features": f"Fashion-MNIST 70k + augmented copies through {shown(args.checkpoint)}",
+        "exact_threads": "entropy_and_neighbours default (worker threads = half the CPU count)",
         "faiss_kwargs": args.kwargs, "exact_s": exact_s, "faiss_s": faiss_s, "speedup": exact_s / faiss_s,
         "recall@1": recall(approx_n, exact_n, 1), "recall@5": recall(approx_n, exact_n, 5),
         "entropy_max_rel_err": float(relative.max()), "entropy_median_rel_err": float(relative.median()),
@@ -153,7 +160,8 @@ def timing(args: argparse.Namespace) -> dict[str, Any]:
                      "projected_speedup": projected / seconds if projected else None})
         print(json.dumps(rows[-1]), flush=True)
         del bank
-    return {"part": "timing", "d": args.dim, "clusters": args.clusters, "temperature": args.temperature,
+    top = rows[0] if len(rows) == 1 else {}  # one size per run: its numbers at the top (cost_model.py reads them)
+    return {"part": "timing", **top, "d": args.dim, "clusters": args.clusters, "temperature": args.temperature,
             "features": "synthetic clustered unit vectors (timing only)", "faiss_kwargs": args.kwargs,
             "exact_rate": {"N": args.exact_rate_n, "seconds": args.exact_rate_s}, "rows": rows}
 
@@ -205,7 +213,8 @@ def main() -> None:
     print(text)
     if not args.no_save:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        stem = RESULTS / f"faiss-{args.part}-{result['date']}"
+        sizes = [args.size] if args.part == "quality" else args.sizes
+        stem = RESULTS / f"faiss-{args.part}-{'-'.join(f'{n // 1000}k' for n in sizes)}-{result['date']}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
         stem.with_suffix(".md").write_text(text)
 

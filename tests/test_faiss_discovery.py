@@ -156,3 +156,15 @@ def test_missing_faiss_names_the_install(monkeypatch, bank):
         faiss_entropy_and_neighbours(bank, TAU, 5)
     assert str(error.value) == "method.discovery='faiss' needs faiss: pip install 'and_plugin[faiss]' (or faiss-gpu)"
     assert str(error.value) == MISSING_FAISS
+
+
+@needs_faiss
+def test_the_curriculum_runs_faiss_discovery_with_its_kwargs(bank, exact):
+    from and_plugin import EntropyCurriculum
+
+    curriculum = EntropyCurriculum(rounds=4, neighbours=5, temperature=TAU, discovery="faiss",
+                                   discovery_kwargs={"nprobe": 8, "threads": 1})
+    state = curriculum.discover(bank, round=1)
+    entropy, neighbours = faiss_entropy_and_neighbours(bank, TAU, 5, nprobe=8, threads=1)
+    assert torch.equal(state.entropy, entropy) and torch.equal(state.neighbours, neighbours)
+    assert jaccard(state.anchor_mask, select_anchors(exact[0], 0.25)) >= 0.95
