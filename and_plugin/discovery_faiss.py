@@ -23,7 +23,7 @@ V = Σ_j −u_ij e^{u_ij} ≥ 0. When the head holds the true top K' columns, ev
 u ≤ u_(K') (the smallest candidate logit), so its terms lie in e^u ∈ [0, b_Z], b_Z = e^{u_(K')},
 and −u e^u ∈ [0, b_V], b_V = −u_(K') e^{u_(K')} if u_(K') ≤ −1 else 1/e. Hoeffding's inequality
 for the sum of the independent strata (it holds for sampling without replacement too; each
-summand of stratum c spans b·n_c/m_c) gives, with probability ≥ 1 − δ for row i,
+summand of stratum c spans b·n_c/m_c) gives, with probability ≥ 1 − δ for row i::
 
     |Ẑ_tail − Z_tail| ≤ ε_Z = b_Z · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
     |V̂_tail − V_tail| ≤ ε_V = b_V · sqrt(ln(4/δ)/2 · Σ_c n_c² / m_c)
