@@ -299,7 +299,8 @@ class RunConfig:
         channels_last: Use the channels-last memory format (fast path on GPUs).
         compile: torch.compile the backbone (fast path).
         deterministic: torch.use_deterministic_algorithms (CPU tests, exact resume checks).
-        threads: torch CPU threads; null leaves torch's default.
+        threads: torch CPU threads; null leaves torch's default (under torchrun: the cores this
+            process may use divided by the processes on this machine).
         checkpoint_every: Write a checkpoint every this many epochs (and always at round ends).
         progress: Show rich progress bars.
         resume: ``false`` starts a new run (refused if output_dir already holds one, unless
