@@ -251,6 +251,9 @@ class EvalConfig:
         knn_k: Neighbours of the weighted kNN (200).
         knn_temperature: σ of the kNN vote weights (0.1 as the reference CIFAR code; the paper says 0.07).
         every_epochs: Also run kNN every this many epochs (0 = only at the end of each round).
+        knn_train_subset: The kNN's training side: this many training images, chosen once from
+            run.seed (null = all N). Each evaluation recomputes their features on rank 0, which
+            at tens of millions of images would take longer than a round.
         bank_knn: Also report kNN with the memory bank as training features (what the reference prints).
         linear_probe: Train linear classifiers on frozen features at the end of the run.
         probe_layers: Backbone layers the linear probes read (e.g. conv1..conv5, fc).
@@ -266,6 +269,7 @@ class EvalConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     every_epochs: int = 0
+    knn_train_subset: int | None = None
     bank_knn: bool = True
     linear_probe: bool = False
     probe_layers: list[str] = field(default_factory=lambda: ["fc"])
@@ -281,6 +285,8 @@ class EvalConfig:
         _require(self.knn_k >= 1, "eval.knn_k", self.knn_k, "an integer >= 1")
         _require(self.knn_temperature > 0, "eval.knn_temperature", self.knn_temperature, "a number > 0")
         _require(self.every_epochs >= 0, "eval.every_epochs", self.every_epochs, "an integer >= 0")
+        _require(self.knn_train_subset is None or self.knn_train_subset >= 1, "eval.knn_train_subset",
+                 self.knn_train_subset, "null or an integer >= 1")
         _require(self.probe_epochs >= 1, "eval.probe_epochs", self.probe_epochs, "an integer >= 1")
         _require(self.probe_lr > 0, "eval.probe_lr", self.probe_lr, "a number > 0")
         _require(self.collapse_cosine is None or 0 < self.collapse_cosine <= 1, "eval.collapse_cosine",

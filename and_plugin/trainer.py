@@ -210,12 +210,22 @@ class Trainer:
         self.metrics = MetricsLog(self.output_dir, enabled=is_main_process())
         ev = config.eval
         self.eval_batch_size = max(256, config.data.batch_size)
-        self.monitor = EVALUATORS.build(ev.monitor, test_set=test_set, eval_train_set=eval_train_set,
+        self.monitor = EVALUATORS.build(ev.monitor, test_set=test_set, eval_train_set=self._knn_train_set(),
                                         train_labels=self.labels, k=ev.knn_k, temperature=ev.knn_temperature,
                                         bank_knn=ev.bank_knn, batch_size=self.eval_batch_size,
                                         num_workers=config.data.num_workers)
         self.divergence = DivergenceMonitor(self.device)
         self.collapse = None if ev.collapse_cosine is None else CollapseCheck(ev.collapse_cosine)
+
+    def _knn_train_set(self) -> Dataset | None:
+        """The kNN's training side: ``eval_train_set``, or ``eval.knn_train_subset`` images of it."""
+        count = self.config.eval.knn_train_subset
+        data = self.eval_train_set
+        if data is None or count is None or count >= len(data):  # type: ignore[arg-type]
+            return data
+        generator = torch.Generator().manual_seed(self.config.run.seed)
+        chosen = torch.randperm(len(data), generator=generator)[:count].sort().values  # type: ignore[arg-type]
+        return Subset(data, chosen.tolist())
 
     # The method's parts, as attributes of the trainer (reporting and tests read them).
     @property

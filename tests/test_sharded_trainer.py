@@ -209,3 +209,17 @@ def test_a_checkpoint_is_resumed_only_under_the_bank_layout_that_wrote_it(tmp_pa
     with pytest.raises(ValueError, match="was trained on something else than this run; refusing to resume. "
                                          "Differences \\(checkpoint -> now\\): method.bank_layout: 'sharded' -> 'replicated'"):
         Trainer(_config(sharded, "replicated", "run.resume=true"), tiny_backbone(), tiny_dataset(n=N)).fit()
+
+
+def test_the_knn_monitor_can_use_a_fixed_sample_of_the_training_images(tmp_path):
+    """At tens of millions of images the kNN's training side is a seeded sample, not all N."""
+    data = tiny_dataset(n=N)
+    trainer = Trainer(_config(tmp_path / "a", "replicated", "eval.knn_train_subset=20"), tiny_backbone(), data,
+                      data, data)
+    sample = trainer.monitor.eval_train_set
+    assert len(sample) == 20 and len(set(sample.indices)) == 20
+    again = Trainer(_config(tmp_path / "b", "replicated", "eval.knn_train_subset=20"), tiny_backbone(), data, data, data)
+    assert again.monitor.eval_train_set.indices == sample.indices  # chosen from run.seed
+    assert "knn" in trainer._end_of_round_eval(0)
+    whole = Trainer(_config(tmp_path / "c", "replicated"), tiny_backbone(), data, data, data)
+    assert whole.monitor.eval_train_set is data
