@@ -154,7 +154,13 @@ class MethodConfig:
         from .curriculum import DISCOVERIES
 
         _require_choice("method.discovery", self.discovery, DISCOVERIES)
-        from .discovery_faiss import DISCOVERY_KWARGS
+        from .discovery_faiss import DISCOVERY_KWARGS, import_faiss
+
+        if self.discovery == "faiss":  # before any training, not at the first round's discovery
+            try:
+                import_faiss()
+            except ImportError as error:
+                raise ConfigError(str(error)) from None
 
         unknown = sorted(set(self.discovery_kwargs) - set(DISCOVERY_KWARGS if self.discovery == "faiss" else ()))
         _require(not unknown, "method.discovery_kwargs", self.discovery_kwargs,
@@ -174,6 +180,8 @@ class MethodConfig:
             _require(self.miner in MINERS, "method.miner", self.miner, f"null or one of {MINERS.names()}")
         _require(self.curriculum in CURRICULA, "method.curriculum", self.curriculum, f"one of {CURRICULA.names()}")
         if self.bank_layout == "sharded":
+            _require(self.temperature >= 0.003, "method.temperature", self.temperature,
+                     ">= 0.003 with method.bank_layout='sharded' (the shards' sums are combined in float64)")
             _require(self.loss in ("neighbourhood", "and"), "method.loss", self.loss,
                      "'neighbourhood' with method.bank_layout='sharded' (PML losses and miners read the whole bank)")
 

@@ -73,6 +73,22 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     return all_gather_rows(tensor)[0]
 
 
+def all_reduce_sum(value: int) -> int:
+    """The sum of an integer over the ranks; ``value`` itself when not distributed."""
+    if not is_distributed():
+        return value
+    total = torch.tensor([value], dtype=torch.int64, device=collective_device())
+    dist.all_reduce(total)
+    return int(total)
+
+
+def collective_device() -> torch.device:
+    """Where the default process group's tensors must live: the current CUDA device under NCCL."""
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def broadcast_object(obj: object, src: int = 0) -> object:
     """Sends a picklable object from ``src`` to every rank; returns it unchanged when alone."""
     if not is_distributed():

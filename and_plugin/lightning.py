@@ -19,9 +19,9 @@ and ``pl.Trainer`` and gets AND's memory bank, loss and curriculum:
 - the bank, the round and its anchors/neighbours travel in Lightning checkpoints
   (``checkpoint["and_method"]``), so ``trainer.fit(module, ckpt_path=...)`` continues the round;
   with ``method.bank_layout="sharded"`` (one block of bank rows per rank) every rank writes its
-  rows to ``<default_root_dir>/and_bank/shards-<n>/`` and the checkpoint names that directory
-  (the newest save's rows are kept; resume from the newest checkpoint), and the bank is built in
-  ``setup()``, once the process group exists;
+  rows to ``<default_root_dir>/and_bank/step-<step>-<id>/`` and the checkpoint names that
+  directory (a save keeps its own and the previous save's rows; resume from the newest
+  checkpoint), and the bank is built in ``setup()``, once the process group exists;
 - mistakes that would train a wrong model quietly are refused when the fit starts (a data set
   without indices, ``num_samples`` not its length, ``max_epochs`` ending before the first
   discovery, ``strategy="ddp_spawn"``): see :mod:`and_plugin.lightning_checks`;
@@ -37,9 +37,11 @@ Example:
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -53,7 +55,7 @@ from . import lightning_checks as checks
 from .checkpoint import CheckpointError
 from .collapse import CollapseCheck, method_uniform_loss
 from .config import Config, load_config
-from .distributed import broadcast_object, get_world_size
+from .distributed import all_reduce_sum, broadcast_object, get_rank, get_world_size
 from .method import ANDMethod, forward_views
 from .sharded.checkpoint import ShardedRunCheckpoint
 from .trainer import learning_rate, round_plan
@@ -116,6 +118,7 @@ class ANDModule(pl.LightningModule):
         self.plan = round_plan(self.and_config)
         self._epochs = [(r, e, n) for r, n in self.plan for e in range(n)]
         self._pending: tuple[Any, Tensor] | None = None
+        self._previous_bank_save: str | None = None  # a sharded bank's last checkpoint rows (kept)
         self._first_epoch: int | None = None  # the epoch whose indices are counted (fresh fits)
         self._seen = 0
 
@@ -220,12 +223,20 @@ class ANDModule(pl.LightningModule):
             return
         # Lightning writes its file from rank 0 alone, and no rank holds the whole bank: every rank
         # writes its rows beside it (torch.distributed.checkpoint), the file names the directory.
+        # Each save gets its own directory; the previous save's stays until the next one is written,
+        # since Lightning writes the .ckpt naming this save only after this hook (a crash in between
+        # leaves the previous .ckpt and the rows it names).
         shared, rows = self.method.sharded_state()
-        store = ShardedRunCheckpoint(self._bank_dir())
-        save_id = broadcast_object(f"step {self.global_step}, {uuid.uuid4().hex}")  # names this save
-        directory = store.save({"method_shared": shared, "save_id": save_id}, rows, self.method.partition)
+        save_id = broadcast_object(f"step-{self.global_step}-{uuid.uuid4().hex[:12]}")
+        store = ShardedRunCheckpoint(os.path.join(self._bank_dir(), save_id))
+        store.save({"method_shared": shared, "save_id": save_id}, rows, self.method.partition)
         checkpoint[CHECKPOINT_KEY] = {"bank_layout": "sharded", "bank_dir": str(store.output_dir.resolve()),
-                                      "shards": directory.name, "save_id": save_id, "method_shared": shared}
+                                      "save_id": save_id, "method_shared": shared}
+        if get_rank() == 0:
+            for old in Path(self._bank_dir()).glob("step-*"):
+                if old.name not in (save_id, self._previous_bank_save):
+                    shutil.rmtree(old, ignore_errors=True)
+        self._previous_bank_save = save_id
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if CHECKPOINT_KEY not in checkpoint:
@@ -235,17 +246,21 @@ class ANDModule(pl.LightningModule):
         if layout != self.and_config.method.bank_layout:
             raise ValueError(f"checkpoint: written with method.bank_layout={layout!r}, this module has "
                              f"{self.and_config.method.bank_layout!r}; resume with the layout the run was started with")
+        if self.method is None:
+            raise ValueError("checkpoint: a sharded ANDModule reads its memory bank rows on every rank inside "
+                             "pl.Trainer.fit(module, ckpt_path=...); for the weights alone read "
+                             "torch.load(path)['state_dict']")
         if layout == "replicated":
             self.method.load_state_dict(saved)
             return
         loaded = ShardedRunCheckpoint(saved["bank_dir"]).load(self.method.partition)  # this rank's rows only
         if loaded is None or loaded[0].get("save_id") != saved["save_id"]:
             raise CheckpointError(
-                f"checkpoint: its memory bank rows ({saved['bank_dir']}/{saved['shards']}, {saved['save_id']}) were "
-                "replaced by a later save; resume from the newest checkpoint (ckpt_path='last'), or load the weights "
-                "alone")
-        rows = {key: value.to(self.device) for key, value in loaded[1].items()}  # type: ignore[index]
-        self.method.load_sharded_state(saved["method_shared"], rows)
+                f"checkpoint: its memory bank rows ({saved['bank_dir']}) are gone (every save keeps only its "
+                "own and the previous save's rows); resume from the newest checkpoint (ckpt_path='last'), or "
+                "load the weights alone")
+        self.method.load_sharded_state(saved["method_shared"], loaded[1])
+        self._previous_bank_save = saved["save_id"]
 
     # ------------------------------------------------------------- callbacks
 
@@ -296,6 +311,8 @@ class ANDModule(pl.LightningModule):
             written[rows] = True
         self.train(was_training)
         missing = int((~written).sum())
+        if self.method.sharded:  # every rank raises, not only the one that lacks rows
+            missing, count = all_reduce_sum(missing), self.method.num_samples
         if missing:  # a bank row left at zero would enter discovery as a fake sample
             name = "bank_init_data" if self.bank_init_data is not None else "training data"
             raise ValueError(f"{name}: its indices cover {count - missing} of the "

@@ -59,7 +59,7 @@ from ._validation import check_choice, check_rows
 from .config import MethodConfig
 from .criteria import build_criterion
 from .curriculum import EntropyCurriculum, RoundState
-from .distributed import all_gather_known, is_distributed
+from .distributed import all_gather_known, collective_device, is_distributed
 from .memory_bank import MemoryBank, check_loaded_rows
 from .registry import CURRICULA
 from .sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
@@ -134,8 +134,9 @@ class ANDMethod:
         self.curriculum = CURRICULA.build(config.curriculum, rounds=config.rounds, neighbours=config.neighbours,
                                           temperature=config.temperature, selection=config.selection,
                                           discovery=config.discovery, discovery_kwargs=config.discovery_kwargs)
-        self.criterion = (ShardedNeighbourhoodLoss(config.temperature, config.loss_chunk_size) if self.sharded
-                          else _build_criterion(config, self.curriculum))
+        self.criterion = _build_criterion(config, self.curriculum)  # checks method.loss_kwargs and method.miner
+        if self.sharded:  # the same loss and settings, against the shards
+            self.criterion = ShardedNeighbourhoodLoss(self.criterion.temperature, self.criterion.chunk_size)
         self.round: int | None = None
         self.bank_initialised = False
         self.written = torch.zeros(self.partition.count if self.sharded else self.num_samples, dtype=torch.bool)
@@ -329,15 +330,19 @@ class ANDMethod:
         """
         part = self.partition
         key = "memory_bank"
-        self.bank.bank.copy_(check_loaded_rows(key, rows[key], (part.count, self.bank.dim)))
+        self.bank.bank.copy_(check_loaded_rows(key, rows[key], (part.count, self.bank.dim)).to(self.device))
         self.written = torch.as_tensor(rows["written"], dtype=torch.bool).clone().to(self.device)
         saved = shared.get("round_state")
         if saved is None:
             self.curriculum.state = None
         else:
             counts = part.counts()
-            whole = {name: all_gather_known(rows[name].to(self.device), counts)
-                     for name in ("entropy", "anchor_mask", "neighbours")}
+            # On the process group's device (a Lightning resume loads before the module moves to it).
+            where = collective_device() if is_distributed() else self.device
+            whole = {name: all_gather_known(rows[name].to(where), counts).to(self.device)
+                     for name in ("entropy", "neighbours")}
+            mask = rows["anchor_mask"].to(where, torch.uint8)  # some backends gather no bool
+            whole["anchor_mask"] = all_gather_known(mask, counts).to(self.device, torch.bool)
             self.curriculum.state = RoundState(saved["round"], whole["anchor_mask"], whole["neighbours"],
                                                whole["entropy"], saved["consistency"])
         self.bank_initialised = bool(shared["bank_initialised"])

@@ -156,6 +156,11 @@ def test_missing_faiss_names_the_install(monkeypatch, bank):
         faiss_entropy_and_neighbours(bank, TAU, 5)
     assert str(error.value) == "method.discovery='faiss' needs faiss: pip install 'and_plugin[faiss]' (or faiss-gpu)"
     assert str(error.value) == MISSING_FAISS
+    from and_plugin import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as refused:  # when the config is read, before any training
+        load_config(None, ["method.discovery=faiss"])
+    assert str(refused.value) == MISSING_FAISS
 
 
 @needs_faiss

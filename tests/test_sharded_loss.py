@@ -18,7 +18,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from conftest import free_port
 
-from and_plugin import MemoryBank, NeighbourhoodLoss, RoundState, neighbourhood_loss
+from and_plugin import ANDMethod, MemoryBank, NeighbourhoodLoss, RoundState, neighbourhood_loss
+from and_plugin.config import MethodConfig
 from and_plugin.distributed import all_gather_cat
 from and_plugin.sharded import RowPartition, ShardedMemoryBank, ShardedNeighbourhoodLoss
 
@@ -64,6 +65,10 @@ def _check_rank(rank: int, world: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(local.grad, x.grad[mine], rtol=1e-5, atol=1e-5)
         mean = criterion(features[mine], indices[mine], sharded, state)  # the default reduction
         torch.testing.assert_close(mean, expected[mine].mean().detach(), rtol=1e-5, atol=1e-5)
+    bad = indices.clone()
+    bad[0] = N  # in rank 0's slice: every rank raises, since all check the gathered batch
+    with pytest.raises(ValueError, match=rf"indices must lie in \[0, {N}\)"):
+        criterion(features[mine], bad[mine], sharded)
     written = torch.zeros(part.count, dtype=torch.bool)
     whole.update(indices[mine], features[mine])  # replicated: the gathered batch on every rank
     sharded.update(indices[mine], features[mine], written=written)
@@ -80,6 +85,11 @@ def _worker(rank: int, world: int, port: int) -> None:
         torch.set_num_threads(1)
         for dtype in (torch.float32, torch.float16):
             _check_rank(rank, world, dtype)
+        # ANDMethod builds the sharded loss with the settings the replicated one would take.
+        method = ANDMethod(N, DIM, MethodConfig(bank_layout="sharded", loss_kwargs={"temperature": 0.5}))
+        assert isinstance(method.criterion, ShardedNeighbourhoodLoss) and method.criterion.temperature == 0.5
+        with pytest.raises(ValueError, match="^method.miner: the 'neighbourhood' loss takes no miner"):
+            ANDMethod(N, DIM, MethodConfig(bank_layout="sharded", miner="and"))
     finally:
         dist.destroy_process_group()
 
@@ -113,6 +123,9 @@ def test_the_initial_rows_of_a_shard_are_the_replicated_bank_rows():
     (["method.discovery_kwargs={nprobe: 4}"],
      "method.discovery_kwargs must be empty with method.discovery='exact' (the keys are faiss's), got {'nprobe': 4}"),
     (["method.bank_layout=shard"], "method.bank_layout must be one of ['replicated', 'sharded'], got 'shard'"),
+    (["method.bank_layout=sharded", "method.temperature=0.001"],
+     "method.temperature must be >= 0.003 with method.bank_layout='sharded' (the shards' sums are combined in "
+     "float64), got 0.001"),
 ])
 def test_settings_a_sharded_bank_cannot_honour_are_refused_when_the_config_is_read(overrides, message):
     from and_plugin import ConfigError, load_config

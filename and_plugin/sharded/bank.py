@@ -16,7 +16,8 @@ from .partition import RowPartition
 #: The one-line answer to ``method.bank_layout='sharded'`` outside torch.distributed.
 NOT_DISTRIBUTED = (
     "method.bank_layout='sharded' needs torch.distributed: start the run with "
-    "`torchrun --nproc_per_node=W ...` (or --slurm with several tasks), or use method.bank_layout='replicated'"
+    "`torchrun --nproc_per_node=W ...` with W >= 2 (or --slurm with several tasks); one process holds the whole "
+    "bank anyway: use method.bank_layout='replicated' there"
 )
 
 

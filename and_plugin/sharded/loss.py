@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .._validation import check_rows, check_shape
+from .._validation import check_indices, check_positive, check_rows, check_shape
 from ..distributed import all_gather_known, all_gather_rows, get_rank
 from ..kernels.bank_logsumexp import checked_fused_attention
 from ..kernels.gather import check_index_tensor
@@ -67,6 +67,10 @@ def shard_softmax(
         expectation = expectation * torch.exp(running - updated).to(expectation.dtype)[:, None] + weights @ chunk
         running = updated
     return running, expectation
+
+
+#: The smallest τ the shards' combination supports: exp(−2/τ) must stay above float64's range.
+MIN_TEMPERATURE = 0.003
 
 
 class _ShardedLoss(torch.autograd.Function):
@@ -151,6 +155,9 @@ def sharded_neighbourhood_loss(
     device = bank.bank.device
     gathered, counts = all_gather_rows(features.detach())
     gathered_indices = all_gather_known(indices.to(device), counts)
+    # Every rank holds the same gathered indices, so all ranks raise together. An index no rank
+    # owns would otherwise make the positive term −∞ (an infinite loss, NaN gradients).
+    check_indices("indices", gathered_indices, bank.size)
     if round_state is None:
         positives = gathered_indices.view(-1, 1)
         mask = torch.ones_like(positives, dtype=torch.bool)
@@ -179,6 +186,13 @@ class ShardedNeighbourhoodLoss(NeighbourhoodLoss):
 
     accepts_sharded = True
 
+    def __init__(self, temperature: float = 0.1, chunk_size: int | None = None) -> None:
+        check_positive("temperature", temperature)
+        if temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be >= {MIN_TEMPERATURE} with a sharded bank (the shards' sums are "
+                             f"combined in float64 after a shift of 1/τ), got {temperature!r}")
+        super().__init__(temperature, chunk_size)
+
     def forward(
         self,
         features: Tensor,
@@ -198,4 +212,4 @@ class ShardedNeighbourhoodLoss(NeighbourhoodLoss):
                                           reduction)
 
 
-__all__ = ["ShardedNeighbourhoodLoss", "shard_softmax", "sharded_neighbourhood_loss"]
+__all__ = ["MIN_TEMPERATURE", "ShardedNeighbourhoodLoss", "shard_softmax", "sharded_neighbourhood_loss"]
