@@ -108,6 +108,25 @@ def initial_rows(
     return out
 
 
+def write_ema(bank: Tensor, rows: Tensor, mean: Tensor, eta: float, written: Tensor | None = None) -> None:
+    """Eq 8 on ``rows`` of ``bank``: x̃ ← normalise((1 − η) x̃ + η x̄), in place, and marks them written.
+
+    Rows of one index carry the same x̄ (:func:`average_repeated`), so writing each of them leaves
+    the same (order-free) result.
+
+    Args:
+        bank: The stored rows (n, d), any float dtype.
+        rows: Row positions in ``bank`` (B,).
+        mean: x̄ of every position (B, d), float32.
+        eta: η.
+        written: Optional bool mask (n,) set True at ``rows``.
+    """
+    old = bank.index_select(0, rows).float()
+    bank.index_copy_(0, rows, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(bank.dtype))
+    if written is not None:
+        written.index_fill_(0, rows, True)
+
+
 def average_repeated(indices: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
     """Sorts a batch by index and gives every row the mean feature x̄ of its index.
 
@@ -216,12 +235,7 @@ class MemoryBank(nn.Module):
         """
         indices, features = gather_write(indices, features, self.size, self.dim, self.bank.device)
         indices, mean = average_repeated(indices, features)
-        eta = self.memory_momentum
-        old = self.bank.index_select(0, indices).float()
-        # Rows of one index are equal, so writing each of them leaves the same (order-free) result.
-        self.bank.index_copy_(0, indices, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype))
-        if written is not None:
-            written.index_fill_(0, indices, True)
+        write_ema(self.bank, indices, mean, self.memory_momentum, written)
 
     @torch.no_grad()
     def fill(self, features: Tensor) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_in_range, check_int_at_least, check_shape
-from ..memory_bank import BANK_DTYPES, average_repeated, check_loaded_rows, gather_write, initial_rows
+from ..memory_bank import BANK_DTYPES, average_repeated, check_loaded_rows, gather_write, initial_rows, write_ema
 from .partition import RowPartition
 
 #: The one-line answer to ``method.bank_layout='sharded'`` outside torch.distributed.
@@ -95,13 +95,7 @@ class ShardedMemoryBank(nn.Module):
         indices, features = gather_write(indices, features, self.size, self.dim, self.bank.device)
         indices, mean = average_repeated(indices, features)
         mine = self.partition.owns(indices)
-        local = indices[mine] - self.partition.start
-        mean = mean[mine]
-        eta = self.memory_momentum
-        old = self.bank.index_select(0, local).float()
-        self.bank.index_copy_(0, local, F.normalize((1.0 - eta) * old + eta * mean, dim=1).to(self.bank.dtype))
-        if written is not None:
-            written.index_fill_(0, local, True)
+        write_ema(self.bank, indices[mine] - self.partition.start, mean[mine], self.memory_momentum, written)
 
     @torch.no_grad()
     def fill(self, features: Tensor) -> None:
