@@ -12,9 +12,21 @@ from ._validation import check_in_range, check_indices, check_int_at_least, chec
 from .distributed import all_gather_cat
 from .kernels.gather import check_index_tensor
 
-
 #: Storage dtypes a bank accepts.
 BANK_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+def check_bank_arguments(size: int, dim: int, memory_momentum: float, dtype: torch.dtype) -> None:
+    """The constructor checks of a bank, whole or sharded: N, d ≥ 1, η in [0, 1], a storage dtype.
+
+    Raises:
+        ValueError: Naming the argument, its value and what is allowed.
+    """
+    check_int_at_least("size", size, 1)
+    check_int_at_least("dim", dim, 1)
+    check_in_range("memory_momentum", memory_momentum, 0.0, 1.0)
+    if dtype not in BANK_DTYPES:
+        raise ValueError(f"dtype must be one of float32, float64, bfloat16, float16, got {dtype}")
 
 
 def check_loaded_rows(key: str, loaded: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -190,11 +202,7 @@ class MemoryBank(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        check_int_at_least("size", size, 1)
-        check_int_at_least("dim", dim, 1)
-        check_in_range("memory_momentum", memory_momentum, 0.0, 1.0)
-        if dtype not in BANK_DTYPES:
-            raise ValueError(f"dtype must be one of float32, float64, bfloat16, float16, got {dtype}")
+        check_bank_arguments(size, dim, memory_momentum, dtype)
         self.size = size
         self.dim = dim
         self.memory_momentum = float(memory_momentum)

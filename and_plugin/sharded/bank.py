@@ -9,8 +9,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_in_range, check_int_at_least, check_shape
-from ..memory_bank import BANK_DTYPES, average_repeated, check_loaded_rows, gather_write, initial_rows, write_ema
+from .._validation import check_shape
+from ..memory_bank import (
+    average_repeated,
+    check_bank_arguments,
+    check_loaded_rows,
+    gather_write,
+    initial_rows,
+    write_ema,
+)
 from .partition import RowPartition
 
 #: The one-line answer to ``method.bank_layout='sharded'`` outside torch.distributed.
@@ -67,11 +74,7 @@ class ShardedMemoryBank(nn.Module):
             if not (dist.is_available() and dist.is_initialized()):
                 raise ValueError(NOT_DISTRIBUTED)
             partition = RowPartition.current(size)
-        check_int_at_least("size", size, 1)
-        check_int_at_least("dim", dim, 1)
-        check_in_range("memory_momentum", memory_momentum, 0.0, 1.0)
-        if dtype not in BANK_DTYPES:
-            raise ValueError(f"dtype must be one of float32, float64, bfloat16, float16, got {dtype}")
+        check_bank_arguments(size, dim, memory_momentum, dtype)
         if partition.size != size:
             raise ValueError(f"partition: it splits {partition.size} rows, but the bank has size {size}")
         self.size = size
